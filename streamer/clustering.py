@@ -1,0 +1,116 @@
+"""HDBSCAN on a sparse precomputed distance graph.
+
+Input: a graph honouring :mod:`streamer.graph`'s contract (symmetric, connected,
+no self-loops, distances > 0). Output: labels (``NOISE`` = -1), membership
+probabilities and per-cluster persistence, deterministic for a given graph.
+
+Edge cases are answered here, not by the library: no points -> empty result;
+fewer points than ``min_cluster_size`` or than ``min_samples + 1`` -> all noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from streamer.schema import NOISE
+
+__all__ = ["HdbscanParams", "Clustering", "run_hdbscan"]
+
+
+@dataclass(frozen=True)
+class HdbscanParams:
+    """HDBSCAN parameters (see ``ClusteringSettings`` for their meaning and defaults)."""
+
+    min_cluster_size: int = 5
+    min_samples: int = 2
+    selection_method: str = "leaf"
+    selection_epsilon: float = 0.0
+    max_cluster_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_cluster_size < 2:
+            raise ValueError(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if self.selection_method not in ("eom", "leaf"):
+            raise ValueError(f"selection_method must be 'eom' or 'leaf', got {self.selection_method!r}")
+        if self.selection_epsilon < 0:
+            raise ValueError(f"selection_epsilon must be >= 0, got {self.selection_epsilon}")
+        if self.max_cluster_size < 0:
+            raise ValueError(f"max_cluster_size must be >= 0, got {self.max_cluster_size}")
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Result of one HDBSCAN run over n points.
+
+    Attributes
+    ----------
+    labels:
+        (n,) int64, cluster index 0..n_clusters-1 or ``NOISE``.
+    probabilities:
+        (n,) float64 in [0, 1], HDBSCAN membership strength (0 for noise).
+    persistence:
+        (n_clusters,) float64, HDBSCAN's cluster persistence (stability proxy).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    persistence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels.size and self.labels.max() >= 0 else 0
+
+    @property
+    def noise_share(self) -> float:
+        return float(np.mean(self.labels == NOISE)) if self.labels.size else 0.0
+
+
+def _all_noise(n: int) -> Clustering:
+    return Clustering(np.full(n, NOISE, dtype=np.int64), np.zeros(n), np.zeros(0))
+
+
+def run_hdbscan(graph: sp.csr_matrix, params: HdbscanParams) -> Clustering:
+    """Cluster the points of ``graph`` (n x n sparse distances).
+
+    Raises
+    ------
+    ValueError
+        When the graph is not square, not symmetric, or has rows with fewer than
+        ``min_samples`` neighbours (build it with :func:`streamer.graph.build_distance_graph`).
+    """
+    import hdbscan
+
+    n = graph.shape[0]
+    if graph.shape != (n, n):
+        raise ValueError(f"graph must be square, got {graph.shape}")
+    if n < params.min_cluster_size or n <= params.min_samples:
+        return _all_noise(n)
+    if (abs(graph - graph.T) > 1e-9).nnz:
+        raise ValueError("graph must be symmetric: build it with build_distance_graph")
+    row_counts = np.diff(graph.indptr)
+    if row_counts.min() < params.min_samples:
+        short = int(np.argmin(row_counts))
+        raise ValueError(
+            f"row {short} has {row_counts[short]} neighbours, fewer than min_samples={params.min_samples}: "
+            "use a larger k"
+        )
+    clusterer = hdbscan.HDBSCAN(
+        metric="precomputed",
+        min_cluster_size=params.min_cluster_size,
+        min_samples=params.min_samples,
+        cluster_selection_method=params.selection_method,
+        cluster_selection_epsilon=params.selection_epsilon,
+        max_cluster_size=params.max_cluster_size,
+        allow_single_cluster=False,
+        core_dist_n_jobs=1,
+    )
+    clusterer.fit(graph)
+    labels = np.asarray(clusterer.labels_, dtype=np.int64)
+    probabilities = np.nan_to_num(np.asarray(clusterer.probabilities_, dtype=np.float64), nan=0.0)
+    persistence = np.asarray(getattr(clusterer, "cluster_persistence_", np.zeros(0)), dtype=np.float64)
+    return Clustering(labels, probabilities, persistence)

@@ -1,0 +1,47 @@
+"""Hand blocking work (model inference, HDBSCAN, synchronous pymilvus calls) to threads.
+
+The event loop only waits on I/O. Everything CPU-bound or blocking goes through
+:class:`BlockingRunner`, which owns one bounded thread pool so that the number of
+threads competing with the event loop is a setting, not an accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+__all__ = ["BlockingRunner"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class BlockingRunner:
+    """A bounded executor with a typed ``run`` coroutine.
+
+    Parameters
+    ----------
+    max_workers:
+        Threads available to blocking work. Torch and faiss parallelise inside
+        one call, so a small number (2) is right on small machines.
+    """
+
+    def __init__(self, max_workers: int = 2, *, name: str = "streamer-blocking") -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+
+    async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``func(*args, **kwargs)`` in the pool and await its result (context vars travel along)."""
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, func, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def shutdown(self) -> None:
+        """Stop accepting work; running calls finish. Idempotent."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,41 @@
+"""Pick and run a kNN strategy for a set of headlines (application layer over :mod:`streamer.graph`).
+
+- ``exact``: faiss inner-product search over the vectors (read back from Milvus or just embedded);
+- ``hnsw``: faiss HNSW over the same vectors, for windows where exact search is too slow;
+- ``milvus``: Milvus search for every vector (works against any deployment, slow in bulk);
+- ``auto``: exact below ``hnsw_threshold`` points, hnsw above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamer.config import GraphSettings
+from streamer.graph import NeighbourTable, knn_exact, knn_hnsw, neighbours_from_search
+from streamer.schema import VectorStore
+
+__all__ = ["compute_neighbours", "resolve_method"]
+
+# Milvus hits outside the clustered set are dropped, so ask for more than k.
+_MILVUS_OVERFETCH = 2
+
+
+def resolve_method(settings: GraphSettings, n: int) -> str:
+    if settings.method != "auto":
+        return settings.method
+    return "hnsw" if n >= settings.hnsw_threshold else "exact"
+
+
+def compute_neighbours(
+    settings: GraphSettings, ids: list[str], vectors: np.ndarray, store: VectorStore | None = None
+) -> tuple[NeighbourTable, str]:
+    """Top-k neighbours of every row among the rows themselves; returns (table, method used)."""
+    method = resolve_method(settings, len(ids))
+    if method == "exact":
+        return knn_exact(vectors, settings.k, block_size=settings.block_size), method
+    if method == "hnsw":
+        return knn_hnsw(vectors, settings.k), method
+    if store is None:
+        raise ValueError("graph.method 'milvus' needs a vector store")
+    found, sims = store.search(vectors, limit=min(16_384, settings.k * _MILVUS_OVERFETCH + 1))
+    return neighbours_from_search(ids, found, sims, settings.k), method
