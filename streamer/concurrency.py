@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-__all__ = ["BlockingRunner"]
+__all__ = ["BlockingRunner", "wait_for_any"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,3 +45,17 @@ class BlockingRunner:
     def shutdown(self) -> None:
         """Stop accepting work; running calls finish. Idempotent."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def wait_for_any(*events: asyncio.Event, timeout_s: float | None = None) -> bool:
+    """Wait until one of ``events`` is set or ``timeout_s`` passes; True if an event fired."""
+    if any(e.is_set() for e in events):
+        return True
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -187,6 +187,7 @@ class KafkaSettings(_Section):
     assignments_topic: str = Field("headline-assignments")
     cluster_events_topic: str = Field("cluster-events")
     dead_letter_topic: str = Field("headlines-dlq")
+    partitions: int = Field(6, ge=1, le=10_000, description="Partitions of topics streamer creates when missing.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT")
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None)
     sasl_username: str | None = Field(None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,8 +35,11 @@ __all__ = [
     "AssignmentEvent",
     "ClusterEventType",
     "ClusterEvent",
+    "RawRecord",
     "Embedder",
     "VectorStore",
+    "HeadlineSource",
+    "EventSink",
     "content_id",
     "to_epoch_ms",
     "now_ms",
@@ -324,3 +328,40 @@ class VectorStore(Protocol):
     def delete(self, ids: list[str]) -> None: ...
 
     def count(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One consumed message, as bytes: the pipeline validates it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+
+@runtime_checkable
+class HeadlineSource(Protocol):
+    """Where headline messages come from; offsets are committed explicitly after processing."""
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[RawRecord]: ...
+
+    async def commit(self, next_offsets: dict[tuple[str, int], int]) -> None: ...
+
+    async def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where events go. Every method returns only once the broker acknowledged all messages."""
+
+    async def send_assignments(self, events: Sequence[AssignmentEvent]) -> None: ...
+
+    async def send_cluster_events(self, events: Sequence[ClusterEvent]) -> None: ...
+
+    async def dead_letter(self, record: RawRecord, reason: str, error_type: str) -> None: ...
+
+    async def send_state(self, topic: str, key: bytes, value: bytes | None) -> None: ...

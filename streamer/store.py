@@ -86,8 +86,13 @@ class MilvusStore:
         """Connect and create or validate the collection. Idempotent."""
         if self._client is not None:
             return self
+        import logging
+
         from pymilvus import MilvusClient
 
+        # pymilvus warns on every query_iterator against Milvus Lite that it fell back to a
+        # client-side timestamp (Lite has no AllocTimestamp); harmless, and it floods the logs.
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
         if not self._settings.is_server:
             from pathlib import Path
 
@@ -276,6 +281,15 @@ class MilvusStore:
         Bulk kNN work reads vectors back and searches them locally: far faster than
         N Milvus searches (see docs/benchmarks.md).
         """
+        return self._iterate('id != ""', fields)
+
+    def fetch_since(
+        self, ingested_at_ms: int, fields: tuple[str, ...] = SCALAR_FIELDS
+    ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        """Rows ingested at or after ``ingested_at_ms`` (the re-clusterer's catch-up read)."""
+        return self._iterate(f"ingested_at >= {int(ingested_at_ms)}", fields)
+
+    def _iterate(self, expression: str, fields: tuple[str, ...]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
         ids: list[str] = []
         vectors: list[list[float]] = []
         rows: list[dict[str, Any]] = []
@@ -283,7 +297,7 @@ class MilvusStore:
             iterator = self.client.query_iterator(
                 collection_name=self._name,
                 batch_size=10_000,
-                filter='id != ""',
+                filter=expression,
                 output_fields=["id", "vector", *fields],
                 consistency_level=self._settings.consistency,
             )

@@ -51,10 +51,36 @@ TAUS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def hdb_sk(G, mcs, ms, method="eom", eps=0.0, max_cluster_size=None):
+    """Plain sklearn.cluster.HDBSCAN on the sparse CSR.  NOTE: with scikit-learn 1.9.1 and
+    numpy 2.4, cluster_selection_epsilon > 0 raises "TypeError: only 0-dimensional arrays can
+    be converted to Python scalars" in _tree.traverse_upwards (scikit-learn issue #33219,
+    fix PRs e.g. #34243 not merged). Use hdb_fast() for eps > 0."""
     from sklearn.cluster import HDBSCAN
     return HDBSCAN(metric="precomputed", min_cluster_size=mcs, min_samples=ms,
                    cluster_selection_method=method, cluster_selection_epsilon=eps,
                    max_cluster_size=max_cluster_size, copy=True).fit_predict(G)
+
+
+def single_linkage(G, min_samples):
+    """sklearn's fast sparse path (mutual reachability on the CSR + MST) -> single-linkage
+    tree in the hdbscan package's (n-1, 4) float layout."""
+    from sklearn.cluster._hdbscan.hdbscan import _hdbscan_brute
+    s = _hdbscan_brute(G, min_samples=min_samples, alpha=1.0, metric="precomputed", copy=True)
+    return np.column_stack([s["left_node"], s["right_node"], s["value"],
+                            s["cluster_size"]]).astype(np.float64)
+
+
+def labels_from_slt(slt, mcs, method="eom", eps=0.0, max_cluster_size=0):
+    """Cluster extraction of the hdbscan package (condense, stability, eom/leaf, epsilon)."""
+    from hdbscan.hdbscan_ import _tree_to_labels
+    return _tree_to_labels(None, slt, mcs, method, False, False, eps, 0.0,
+                           max_cluster_size or 0)[0]
+
+
+def hdb_fast(G, mcs, ms, method="eom", eps=0.0, max_cluster_size=None):
+    """sklearn MST + hdbscan-package selection; labels identical to hdbscan.HDBSCAN
+    (checked below) and to sklearn.cluster.HDBSCAN where the latter runs."""
+    return labels_from_slt(single_linkage(G, ms or mcs), mcs, method, eps, max_cluster_size)
 
 
 def reassign_noise(labels, I, S, tau):
@@ -81,6 +107,7 @@ class Window:
         self.I, self.S = knn(self.X, KMAX)
         self.knn_time = time.time() - t
         self._graphs = {}
+        self._slt = {}
         self.n_stories = len(set(self.gold.tolist()))
 
     def graph(self, k, transform="cos", sym="max"):
@@ -88,6 +115,12 @@ class Window:
         if key not in self._graphs:
             self._graphs[key] = build_graph(self.I, sim_to_dist(self.S, transform), k, sym)
         return self._graphs[key]
+
+    def slt(self, k, ms, transform="cos", sym="max"):
+        key = (k, ms, transform, sym)
+        if key not in self._slt:
+            self._slt[key] = single_linkage(self.graph(k, transform, sym), ms)
+        return self._slt[key]
 
 
 def cfg_name(c):
@@ -100,14 +133,12 @@ def run_grid(windows, configs, label_fn=None, ami=False):
     for c in configs:
         res = {"cfg": c}
         for w in windows:
-            G = w.graph(c["k"], c.get("transform", "cos"), c.get("sym", "max"))
-            t = time.time()
-            lab = hdb_sk(G, c["mcs"], c["ms"], c["method"], c["eps"])
-            dt = time.time() - t
+            slt = w.slt(c["k"], c["ms"] or c["mcs"], c.get("transform", "cos"),
+                        c.get("sym", "max"))
+            lab = labels_from_slt(slt, c["mcs"], c["method"], c["eps"])
             if label_fn is not None:
                 lab = label_fn(w, lab)
             e = evaluate(lab, w.gold, ami=ami)
-            e["time"] = dt
             res[w.part] = e
         out.append(res)
     return out
@@ -166,60 +197,61 @@ def main():
                   f"{w.graph(10).ncomp_before_bridge}, at k=50: {w.graph(50).ncomp_before_bridge}")
     allres = {}
 
-    # ---------------------------------------------------------------- stage 1
+    # ---------------------------------------------------------------- stage 1: full grid
     t = time.time()
-    grid = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=0.0)
-            for k, ms, mcs, m in itertools.product(KS, MSS, MCSS, METHODS)
+    grid = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=e)
+            for k, ms, mcs, m, e in itertools.product(KS, MSS, MCSS, METHODS, (0.0,) + EPSS)
             if (ms or mcs) <= k]  # core distance needs min_samples <= k stored neighbours
-    s1 = run_grid(tune, grid)
-    s1.sort(key=lambda r: -mean_f1(r, tp))
-    allres["stage1"] = s1
-    print(f"stage1 {len(grid)} configs x {len(tune)} windows in {time.time() - t:.0f}s", flush=True)
-    md.append(f"\n## Stage 1: grid without epsilon ({len(grid)} configs, {time.time() - t:.0f}s)\n")
-    # marginal summaries: best mean F1 per value of each parameter
-    for pname, vals in (("method", METHODS), ("k", KS), ("ms", MSS), ("mcs", MCSS)):
+    s12 = run_grid(tune, grid)
+    s12.sort(key=lambda r: -mean_f1(r, tp))
+    allres["grid"] = s12
+    dt = time.time() - t
+    print(f"grid {len(grid)} configs x {len(tune)} windows in {dt:.0f}s", flush=True)
+    md.append(f"\n## Stage 1: full grid ({len(grid)} configs per window, {dt:.0f}s)\n")
+    md.append("k in %s, min_samples in %s (None = min_cluster_size; configs with "
+              "min_samples > k skipped), min_cluster_size in %s, method in %s, "
+              "cluster_selection_epsilon in %s (units of 1 - cos).\n"
+              % (KS, MSS, MCSS, METHODS, (0.0,) + EPSS))
+    md.append("Best mean F1 (over tune windows) attainable with each parameter value "
+              "(all other parameters free):\n")
+    for pname, vals in (("method", METHODS), ("k", KS), ("ms", MSS), ("mcs", MCSS),
+                        ("eps", (0.0,) + EPSS)):
         cells = []
         for v in vals:
-            best = max((r for r in s1 if r["cfg"][pname] == v), key=lambda r: mean_f1(r, tp))
-            cells.append(f"{v}: {mean_f1(best, tp):.3f}")
-        md.append(f"- best mean F1 by **{pname}**: " + ", ".join(cells))
-    md.append(table(s1[:15], tp, "Stage 1 top 15 (mean F1 over tune windows)"))
-    best_leaf = [r for r in s1 if r["cfg"]["method"] == "leaf"][:5]
-    md.append(table(best_leaf, tp, "Stage 1 best leaf configs"))
-
-    # ---------------------------------------------------------------- stage 2: epsilon
-    t = time.time()
-    kbest = []
-    for r in s1:
-        if r["cfg"]["k"] not in kbest:
-            kbest.append(r["cfg"]["k"])
-        if len(kbest) == 2:
-            break
-    grid2 = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=e)
-             for k, ms, mcs, m, e in itertools.product(kbest, MSS, MCSS, METHODS, EPSS)
-             if (ms or mcs) <= k]
-    s2 = run_grid(tune, grid2)
-    s12 = sorted(s1 + s2, key=lambda r: -mean_f1(r, tp))
-    allres["stage2"] = s2
-    print(f"stage2 {len(grid2)} configs in {time.time() - t:.0f}s", flush=True)
-    md.append(f"\n## Stage 2: cluster_selection_epsilon sweep at k in {kbest} "
-              f"({len(grid2)} configs, {time.time() - t:.0f}s)\n")
+            cand = [r for r in s12 if r["cfg"][pname] == v]
+            if cand:
+                cells.append(f"{v}: {mean_f1(cand[0], tp):.3f}")
+        md.append(f"- **{pname}**: " + ", ".join(cells))
     for m in METHODS:
         cells = []
         for e in (0.0,) + EPSS:
-            cand = [r for r in s12 if r["cfg"]["method"] == m and r["cfg"]["eps"] == e
-                    and r["cfg"]["k"] in kbest]
+            cand = [r for r in s12 if r["cfg"]["method"] == m and r["cfg"]["eps"] == e]
             cells.append(f"{e}: {mean_f1(cand[0], tp):.3f}")
-        md.append(f"- best mean F1 for **{m}** by eps: " + ", ".join(cells))
+        md.append(f"- **{m}** by eps: " + ", ".join(cells))
+    # robustness: spread of F1 among the neighbours of the best config
+    b = s12[0]["cfg"]
+    md.append("\nSensitivity around the best config (one parameter changed, mean F1):\n")
+    for pname, vals in (("k", KS), ("ms", MSS), ("mcs", MCSS), ("method", METHODS),
+                        ("eps", (0.0,) + EPSS)):
+        cells = []
+        for v in vals:
+            c = dict(b, **{pname: v})
+            r = [x for x in s12 if x["cfg"] == c]
+            if r:
+                cells.append(f"{v}: {mean_f1(r[0], tp):.3f}")
+        md.append(f"- {pname}: " + ", ".join(cells))
     top = add_ami(allw, s12[:10])
-    md.append(table(top, ap_, "Stage 1+2 top 10 (ranked on tune windows; holdout shown)"))
+    md.append(table(top, ap_, "Top 10 (ranked on tune windows; holdout shown)"))
     topleaf = add_ami(allw, [r for r in s12 if r["cfg"]["method"] == "leaf"][:3])
-    md.append(table(topleaf, ap_, "Best leaf configs (with epsilon)"))
+    topeom0 = add_ami(allw, [r for r in s12 if r["cfg"]["method"] == "eom"
+                             and r["cfg"]["eps"] == 0][:3])
+    md.append(table(topeom0, ap_, "Best eom configs without epsilon"))
+    md.append(table(topleaf, ap_, "Best leaf configs"))
 
-    # ---------------------------------------------------------------- stage 3: variants
+    # ---------------------------------------------------------------- stage 2: variants
     t = time.time()
     base = [r["cfg"] for r in s12[:3]]
-    md.append("\n## Stage 3: variants of the top-3 configs\n")
+    md.append("\n## Stage 2: variants of the top-3 configs\n")
     # (a) distance transforms and mutual kNN
     var = []
     for c in base:
@@ -254,22 +286,22 @@ def main():
     # (c) normalised titles (strip '  ...' and ' - Publisher' suffix)
     rt = []
     for w in allw:
-        w.X_raw, w.I_raw, w.S_raw, w.graphs_raw = w.X, w.I, w.S, w._graphs
+        w.saved = (w.X, w.I, w.S, w._graphs, w._slt)
         w.X = embed(w.norm_titles, f"p{w.part}_0_{len(w.gold)}_norm")
         w.I, w.S = knn(w.X, KMAX)
-        w._graphs = {}
+        w._graphs, w._slt = {}, {}
     rt = run_grid(allw, base, ami=True)
     best_tau = rn[0]["tau"]
     rt2 = run_grid(allw, [rn[0]["cfg"]], ami=True,
                    label_fn=lambda w, lab: reassign_noise(lab, w.I, w.S, best_tau))
     for w in allw:
-        w.X, w.I, w.S, w._graphs = w.X_raw, w.I_raw, w.S_raw, w.graphs_raw
+        w.X, w.I, w.S, w._graphs, w._slt = w.saved
     md.append(table(rt, ap_, "Normalised titles (no reassignment)"))
     md.append(table(rt2, ap_, f"Normalised titles + reassignment tau={best_tau}"))
     allres["stage3_normtitles"] = rt + rt2
     print(f"stage3 in {time.time() - t:.0f}s", flush=True)
 
-    # ---------------------------------------------------------------- stage 4: baselines
+    # ---------------------------------------------------------------- stage 3: baselines
     import hdbscan
     md.append("\n## Baselines and library check\n")
     lines = ["| method | " + " | ".join(f"part{p} P/R/F1, ARI, AMI, noise, #clusters, time"
@@ -305,33 +337,56 @@ def main():
     row("UMAP(15 nn, 5-d, min_dist=0, cosine, seed 42) + hdbscan(min_cluster_size=10, eom) "
         "[BERTopic defaults; time incl. UMAP]", umap_base)
     bc = s12[0]["cfg"]
-    row(f"best ({cfg_name(bc)}) with hdbscan.HDBSCAN",
-        lambda w: hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=bc["mcs"],
-                                  min_samples=bc["ms"], cluster_selection_method=bc["method"],
-                                  cluster_selection_epsilon=bc["eps"]).fit_predict(
-            w.graph(bc["k"])))
-    row(f"best ({cfg_name(bc)}) with sklearn.cluster.HDBSCAN",
-        lambda w: hdb_sk(w.graph(bc["k"]), bc["mcs"], bc["ms"], bc["method"], bc["eps"]))
+
+    def hdb_lib(G, c):
+        return hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=c["mcs"],
+                               min_samples=c["ms"], cluster_selection_method=c["method"],
+                               cluster_selection_epsilon=c["eps"]).fit_predict(G)
+    row(f"best ({cfg_name(bc)}) with hdbscan.HDBSCAN", lambda w: hdb_lib(w.graph(bc["k"]), bc))
+    row(f"best ({cfg_name(bc)}) with sklearn MST + hdbscan selection (hdb_fast)",
+        lambda w: hdb_fast(w.graph(bc["k"]), bc["mcs"], bc["ms"], bc["method"], bc["eps"]))
+    try:
+        row(f"best ({cfg_name(bc)}) with sklearn.cluster.HDBSCAN",
+            lambda w: hdb_sk(w.graph(bc["k"]), bc["mcs"], bc["ms"], bc["method"], bc["eps"]))
+    except TypeError as ex:
+        lines.append(f"| best with sklearn.cluster.HDBSCAN | raises `TypeError: {ex}` |")
     md.append("\n".join(lines))
 
-    # library agreement over a sample of configs
-    agree, tsk, thd = 0, [], []
-    sample = [s1[i]["cfg"] for i in range(0, len(s1), max(1, len(s1) // 12))][:12]
+    # library agreement over a sample of configs (every n-th of the ranked grid)
     w = tune[0]
+    sample = [s12[i]["cfg"] for i in range(0, len(s12), max(1, len(s12) // 16))][:16]
+    same_fast, same_sk, sk_err, n_sk = 0, 0, 0, 0
     for c in sample:
         G = w.graph(c["k"])
-        t0 = time.time(); a = hdb_sk(G, c["mcs"], c["ms"], c["method"], c["eps"]); tsk.append(time.time() - t0)
-        t0 = time.time(); b = hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=c["mcs"],
-                                              min_samples=c["ms"], cluster_selection_method=c["method"],
-                                              cluster_selection_epsilon=c["eps"]).fit_predict(G)
-        thd.append(time.time() - t0)
-        agree += int(np.array_equal(a, b))
-    md.append(f"\nLibrary check on part{w.part}: sklearn and hdbscan labels identical in "
-              f"{agree}/{len(sample)} sampled configs; median time sklearn "
-              f"{np.median(tsk):.2f}s, hdbscan {np.median(thd):.2f}s per run at 10k.")
-    times = {k: np.median([r[tp[0]]["time"] for r in s1 if r["cfg"]["k"] == k]) for k in KS}
-    md.append("Median sklearn HDBSCAN time per run at 10k rows by k: " +
-              ", ".join(f"k={k}: {v:.2f}s" for k, v in times.items()))
+        b = hdb_lib(G, c)
+        same_fast += int(np.array_equal(hdb_fast(G, c["mcs"], c["ms"], c["method"], c["eps"]), b))
+        try:
+            a = hdb_sk(G, c["mcs"], c["ms"], c["method"], c["eps"])
+            n_sk += 1
+            same_sk += int(np.array_equal(a, b))
+        except TypeError:
+            sk_err += 1
+    md.append(f"\nLibrary check on part{w.part}, {len(sample)} configs sampled across the ranked "
+              f"grid: hdb_fast == hdbscan.HDBSCAN in {same_fast}/{len(sample)}; "
+              f"sklearn.cluster.HDBSCAN == hdbscan.HDBSCAN in {same_sk}/{n_sk} runs that completed, "
+              f"sklearn raised TypeError in {sk_err} (all with eps > 0).")
+    md.append("\nTime per HDBSCAN run at 10k rows (ms=5, mcs=10, eom, eps=0; median of 3; "
+              "graph already built):\n")
+    md.append("| k | graph nnz | sklearn.cluster.HDBSCAN | hdb_fast | hdbscan.HDBSCAN |")
+    md.append("|---|---|---|---|---|")
+    for k in KS:
+        G = w.graph(k)
+        ts = []
+        for fn in (lambda: hdb_sk(G, 10, 5), lambda: hdb_fast(G, 10, 5),
+                   lambda: hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=10,
+                                           min_samples=5).fit_predict(G)):
+            tt = []
+            for _ in range(3 if len(ts) < 2 else 1):
+                t0 = time.time(); fn(); tt.append(time.time() - t0)
+            ts.append(np.median(tt))
+        md.append(f"| {k} | {G.nnz} | {ts[0]:.2f}s | {ts[1]:.2f}s | {ts[2]:.2f}s |")
+    md.append(f"\nkNN (faiss IndexFlatIP, k={KMAX}) at 10k: "
+              + ", ".join(f"part{x.part} {x.knn_time:.1f}s" for x in allw))
     md.append(f"\nTotal script time {time.time() - T0:.0f}s.")
 
     with open(args.out, "w") as f:

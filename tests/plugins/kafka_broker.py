@@ -76,11 +76,14 @@ def ensure_running(broker: "KafkaBroker", timeout_s: float = START_TIMEOUT_S) ->
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("kafka-broker", numbered=True)
     broker = KafkaBroker(workdir, scram_users={SCRAM_USER: SCRAM_PASSWORD})
+    error: BaseException | None = None
     try:
         broker.start(timeout_s=START_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - report anything, never skip
+        error = exc
         broker.kill()
-        pytest.fail(f"could not start the Kafka test broker in {workdir}:\n{exc}", pytrace=False)
+    if error is not None:  # outside the except block: no chained traceback noise
+        pytest.fail(f"could not start the Kafka test broker in {workdir}:\n{error}", pytrace=False)
     try:
         yield broker
     finally:

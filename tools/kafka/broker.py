@@ -49,7 +49,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent.parent
@@ -314,6 +314,7 @@ class KafkaBroker:
         self.cluster_id: str | None = None
         self.start_seconds: float | None = None  # wall time of the last successful start()
         self._stdout_offset = 0
+        self._serverlog_offset = 0
 
         state = self._read_state()
         if state and self.is_formatted:
@@ -401,6 +402,11 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": 1,
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
+            # After a SIGKILL the restarted controller still holds the dead incarnation's
+            # registration and rejects the new one (DUPLICATE_BROKER_REGISTRATION) until that
+            # session expires: 9 s by default, which made kill()+restart() take ~14 s.
+            "broker.session.timeout.ms": 3000,
+            "broker.heartbeat.interval.ms": 500,
             "num.network.threads": 2,
             "num.io.threads": 4,
             "num.recovery.threads.per.data.dir": 1,
@@ -493,6 +499,8 @@ class KafkaBroker:
         cmd = self._java_base()
         cmd[1:1] = self.jvm_args
         cmd += ["kafka.Kafka", str(self.properties_file)]
+        server_log = self.logs_dir / "server.log"
+        self._serverlog_offset = server_log.stat().st_size if server_log.exists() else 0
         out = open(self.logs_dir / "stdout.log", "ab")
         self._stdout_offset = out.tell()
         out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} launching kafka ====\n".encode())
@@ -526,20 +534,27 @@ class KafkaBroker:
         return "\n".join(parts)
 
     def _bind_failed(self) -> bool:
-        try:
-            text = (self.logs_dir / "server.log").read_text(errors="replace")[-20000:]
-            with open(self.logs_dir / "stdout.log", "rb") as f:
-                f.seek(self._stdout_offset)
-                text += f.read().decode(errors="replace")
-        except OSError:
-            return False
+        """Did the current launch log a listener bind failure? (reads only this launch's output)"""
+        text = ""
+        for name, offset in (("server.log", self._serverlog_offset), ("stdout.log", self._stdout_offset)):
+            try:
+                with open(self.logs_dir / name, "rb") as f:
+                    f.seek(offset)
+                    text += f.read().decode(errors="replace")
+            except OSError:
+                pass
         return "Address already in use" in text or "BindException" in text
 
     def _wait_ready(self, deadline: float) -> str | None:
         """Wait until the broker serves metadata. Returns None when ready, or a failure reason."""
+        checks = 0
         while time.monotonic() < deadline:
             if not self.is_running:
-                return "exited"
+                return "bind" if self._bind_failed() else "exited"
+            checks += 1
+            if checks % 5 == 0 and self._bind_failed():
+                self.kill()  # Kafka lingers for seconds after a failed bind; do not wait for it
+                return "bind"
             try:
                 if probe("127.0.0.1", self.plaintext_port, timeout_s=1.0) >= 1:
                     if self.sasl_port is None:
@@ -581,8 +596,7 @@ class KafkaBroker:
             reason = self._wait_ready(deadline)
             if reason is None:
                 break
-            bind_failed = reason == "exited" and self._bind_failed()
-            if reason == "timeout" or not bind_failed or attempts >= 5 or time.monotonic() >= deadline:
+            if reason != "bind" or (fresh and attempts >= 5) or time.monotonic() >= deadline:
                 tail = self._log_tail()
                 self.kill()
                 raise KafkaBrokerError(
@@ -715,9 +729,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             users = _parse_scram(args.scram_user)
             broker = KafkaBroker(args.dir, scram_users=users or None, libs_dir=args.libs_dir)
-            if users and broker.is_formatted:
-                print("note: SCRAM users are set when DIR is first formatted; existing credentials kept",
-                      file=sys.stderr)
+            known = set((broker._read_state() or {}).get("scram_users", []))
+            if users and broker.is_formatted and set(users) - known:
+                print("note: SCRAM users are only created when DIR is first formatted; "
+                      f"existing users {sorted(known)} and their passwords are kept", file=sys.stderr)
             was_running = broker.is_running
             broker.start(args.timeout, detach=True)
             msg = "already running" if was_running else f"started in {broker.start_seconds:.1f}s"
@@ -739,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
             st = broker.status()
             print(json.dumps(st, indent=2))
             return 0 if st["running"] else 1
-    except KafkaBrokerError as e:
+    except (KafkaBrokerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 1

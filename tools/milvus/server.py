@@ -177,6 +177,17 @@ def render_config(workdir: Path, *, authorization: bool) -> Path:
     cfg["log"]["stdout"] = False  # the log goes to logs/milvus.log (log.file.rootPath)
     cfg["natsmq"]["server"]["storeDir"] = str(data / "nats")  # unused (rocksmq) but keep it local
     cfg["natsmq"]["server"]["monitor"]["logFile"] = str(logs / "nats.log")
+    # Fast, clean stop/restart for tests. On SIGTERM Milvus 2.3 stops the coordinators first and
+    # then the query node waits queryNode.gracefulStopTimeout (default 30 s) for its segments to be
+    # moved to another node - there is none in standalone mode, so every stop took 30 s and was
+    # then SIGKILLed, leaving etcd sessions behind. After a crash (SIGKILL) the new query node only
+    # gets the collections back once the old session's lease expires (common.session.ttl, 30 s
+    # by default): 10 s keeps crash-recovery tests short. The lease is renewed in-process
+    # (embedded etcd), so a short TTL does not risk spurious expiry.
+    cfg["queryNode"]["gracefulStopTimeout"] = 1
+    cfg["indexNode"]["gracefulStopTimeout"] = 1
+    cfg["common"]["gracefulStopTimeout"] = 20
+    cfg["common"]["session"]["ttl"] = 10
 
     class _Dumper(yaml.SafeDumper):
         pass
@@ -283,9 +294,14 @@ class MilvusServer:
     """
 
     def __init__(self, workdir: Path | str, *, authorization: bool = False,
-                 port: int | None = None, metrics_port: int | None = None) -> None:
+                 port: int | None = None, metrics_port: int | None = None,
+                 die_with_owner: bool = True) -> None:
+        """``die_with_owner``: if the process that called ``start()`` dies without stopping the
+        server (e.g. pytest SIGKILLed by a CI timeout), the forwarder stops Milvus. The CLI
+        ``up`` turns this off, since its server must outlive it."""
         self.workdir = Path(workdir).resolve()
         self.authorization = authorization
+        self.die_with_owner = die_with_owner
         self._port = port
         self._metrics_port = metrics_port
         self._proc: subprocess.Popen[bytes] | None = None
@@ -404,7 +420,7 @@ class MilvusServer:
         workdir = Path(workdir).resolve()
         state = json.loads((workdir / STATE_FILE).read_text())
         srv = cls(workdir, authorization=state["authorization"], port=state["port"],
-                  metrics_port=state.get("metrics_port"))
+                  metrics_port=state.get("metrics_port"), die_with_owner=False)
         srv._pid, srv._pid_start = state.get("pid"), state.get("pid_start")
         srv._fwd_pid, srv._fwd_start = state.get("forwarder_pid"), state.get("forwarder_start")
         return srv
@@ -462,6 +478,11 @@ class MilvusServer:
                str(bin_dir / "milvus"), "run", "standalone"]
         logs = self.workdir / "logs"
         with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
+            banner = f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} start =====\n".encode()
+            out.write(banner)
+            err.write(banner)
+            out.flush()
+            err.flush()
             # unshare and sh exec, so this PID is the Milvus process itself (own process group).
             self._proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                           stdout=out, stderr=err, start_new_session=True)
@@ -490,6 +511,7 @@ class MilvusServer:
             ready.unlink()
         cmd = [sys.executable, str(Path(__file__).resolve()), "_forward",
                "--netns-pid", str(self._pid), "--ready-file", str(ready),
+               "--owner-pid", str(os.getpid() if self.die_with_owner else 0),
                "--map", f"{self._port}:{INNER_PROXY_PORT}",
                "--map", f"{self._metrics_port}:{INNER_METRICS_PORT}"]
         with open(self.workdir / "logs" / "forwarder.log", "ab") as log:
@@ -510,14 +532,28 @@ class MilvusServer:
     def _wait_ready(self, deadline: float) -> None:
         from pymilvus import MilvusClient  # noqa: PLC0415 - heavy import, only when needed
 
+        import logging
+
+        # Each refused probe makes pymilvus log a traceback; keep the startup output readable.
+        pym_logger = logging.getLogger("pymilvus")
+        old_level = pym_logger.level
+        pym_logger.setLevel(logging.CRITICAL)
+        try:
+            self._poll_ready(MilvusClient, deadline)
+        finally:
+            pym_logger.setLevel(old_level)
+
+    def _poll_ready(self, client_cls: Any, deadline: float) -> None:
+        MilvusClient = client_cls  # noqa: N806
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not self.running:
                 raise MilvusServerError(self._failure("Milvus exited while starting"))
             client = None
+            probe_s = max(0.5, min(3.0, deadline - time.monotonic()))
             try:
-                client = MilvusClient(**self.client_kwargs(), timeout=3)
-                client.list_collections(timeout=3)
+                client = MilvusClient(**self.client_kwargs(), timeout=probe_s)
+                client.list_collections(timeout=probe_s)
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last = exc
@@ -530,9 +566,11 @@ class MilvusServer:
 
     def _failure(self, what: str) -> str:
         logs = self.workdir / "logs"
+        main_logs = sorted(logs.glob("standalone*.log"))
+        main_tail = _tail(main_logs[-1], 20) if main_logs else ""
         return (f"{what}; workdir {self.workdir}\n--- milvus-stderr.log (tail) ---\n"
-                f"{_tail(logs / 'milvus-stderr.log')}\n--- milvus.log (tail) ---\n"
-                f"{_tail(logs / 'milvus.log', 20)}")
+                f"{_tail(logs / 'milvus-stderr.log')}\n--- standalone log (tail) ---\n"
+                f"{main_tail}")
 
     def _terminate(self, grace_s: float) -> None:
         pid, fwd = self._pid, self._fwd_pid
@@ -567,14 +605,22 @@ class MilvusServer:
 # forwarder: 127.0.0.1:<host port> (host netns) -> 127.0.0.1:<inner port> (Milvus' netns)
 # --------------------------------------------------------------------------------------------
 
-def _run_forwarder(netns_pid: int, maps: list[tuple[int, int]], ready_file: Path) -> int:
+def _run_forwarder(netns_pid: int, maps: list[tuple[int, int]], ready_file: Path,
+                   owner_pid: int = 0) -> int:
     import asyncio
+
+    milvus_start = _start_time(netns_pid)
+    owner_start = _start_time(owner_pid) if owner_pid else None
 
     listeners = []
     for host_port, _ in maps:  # bound in the host namespace, loopback only
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((LOOPBACK, host_port))
+        try:
+            s.bind((LOOPBACK, host_port))
+        except OSError as exc:
+            print(f"forwarder: cannot listen on {LOOPBACK}:{host_port}: {exc}", file=sys.stderr)
+            return 2
         s.listen(256)
         s.setblocking(False)
         listeners.append(s)
@@ -624,6 +670,15 @@ def _run_forwarder(netns_pid: int, maps: list[tuple[int, int]], ready_file: Path
         tmp.write_text(json.dumps({"pid": os.getpid(), "ports": [p for p, _ in maps]}))
         os.replace(tmp, ready_file)
         while target_alive():  # exit with the server: its ports vanish like a real server's
+            if owner_pid and not _same_process(owner_pid, owner_start):
+                # Our owner died without stop(): do not leak the server.
+                for srv in servers:
+                    srv.close()
+                if _same_process(netns_pid, milvus_start):
+                    _signal_group_or_pid(netns_pid, signal.SIGTERM)
+                    if not _wait_gone(netns_pid, 15):
+                        _signal_group_or_pid(netns_pid, signal.SIGKILL)
+                break
             await asyncio.sleep(0.5)
         for srv in servers:
             srv.close()
@@ -651,11 +706,13 @@ def _cli(argv: list[str] | None = None) -> int:
     fwd.add_argument("--netns-pid", type=int, required=True)
     fwd.add_argument("--ready-file", type=Path, required=True)
     fwd.add_argument("--map", action="append", required=True, help="HOSTPORT:INNERPORT")
+    fwd.add_argument("--owner-pid", type=int, default=0)
     args = ap.parse_args(argv)
 
     if args.cmd == "_forward":
         maps = [tuple(int(x) for x in m.split(":")) for m in args.map]
-        return _run_forwarder(args.netns_pid, maps, args.ready_file)  # type: ignore[arg-type]
+        return _run_forwarder(args.netns_pid, maps, args.ready_file,  # type: ignore[arg-type]
+                              args.owner_pid)
 
     if args.cmd == "up":
         args.dir.mkdir(parents=True, exist_ok=True)
@@ -663,7 +720,7 @@ def _cli(argv: list[str] | None = None) -> int:
         if port is None and (args.dir / STATE_FILE).exists():  # reuse the port of the last run
             with contextlib.suppress(ValueError, KeyError, OSError):
                 port = json.loads((args.dir / STATE_FILE).read_text())["port"]
-        srv = MilvusServer(args.dir, authorization=args.auth, port=port)
+        srv = MilvusServer(args.dir, authorization=args.auth, port=port, die_with_owner=False)
         srv.start(timeout_s=args.timeout)
         # Detach: the Popen objects must not be waited on / closed by interpreter shutdown.
         srv._proc = srv._fwd = None

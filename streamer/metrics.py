@@ -1,0 +1,154 @@
+"""Prometheus metrics and the HTTP endpoints /metrics, /healthz, /readyz.
+
+Naming: ``streamer_<thing>_<unit>``, base units (seconds, ratio), counters end in
+``_total``. Labels are a stage, topic, partition, reason or event type: bounded
+sets, never a headline or cluster id. Every object lives in the
+:class:`Metrics` instance's own registry (no module-level state), so two
+pipelines in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from streamer import __version__
+from streamer.logs import get_logger
+
+__all__ = ["Metrics", "Health", "HealthServer", "STAGES"]
+
+log = get_logger(__name__)
+
+STAGES = ("validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+_RECLUSTER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """Every Prometheus object streamer exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.info = Info("streamer_build", "Version of streamer", registry=r)
+        self.info.info({"version": __version__})
+        self.consumed = Counter("streamer_messages_consumed_total", "Messages read from Kafka", ["topic"], registry=r)
+        self.processed = Counter(
+            "streamer_messages_processed_total", "Headlines embedded, stored and assigned", ["topic"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "streamer_messages_dead_lettered_total", "Messages sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamer_batch_size_messages",
+            "Messages per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "streamer_stage_duration_seconds", "Time per pipeline stage and batch", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "streamer_end_to_end_latency_seconds",
+            "From the message's Kafka timestamp to its assignment event being acknowledged",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "streamer_consumer_lag_messages", "Messages behind the partition end", ["topic", "partition"], registry=r
+        )
+        self.assignments = Counter(
+            "streamer_assignment_events_total", "Assignment events published", ["reason", "status"], registry=r
+        )
+        self.recluster_seconds = Histogram(
+            "streamer_recluster_duration_seconds", "Duration of a re-clustering run", buckets=_RECLUSTER_BUCKETS,
+            registry=r,
+        )
+        self.recluster_runs = Counter("streamer_recluster_runs_total", "Re-clustering runs", ["outcome"], registry=r)
+        self.clusters_alive = Gauge("streamer_clusters_alive", "Clusters in the latest snapshot", registry=r)
+        self.noise_share = Gauge("streamer_noise_ratio", "Share of the window that is noise", registry=r)
+        self.window_size = Gauge("streamer_window_headlines", "Headlines in the clustering window", registry=r)
+        self.lifecycle = Counter(
+            "streamer_lifecycle_events_total", "Cluster lifecycle events published", ["type"], registry=r
+        )
+        self.errors = Counter("streamer_errors_total", "Errors by pipeline stage", ["stage"], registry=r)
+        self.retries = Counter("streamer_retries_total", "Retried batches by stage", ["stage"], registry=r)
+        self.ready = Gauge("streamer_ready", "1 when Kafka, Milvus and the model are ready", registry=r)
+        for stage in STAGES:  # export zeros so dashboards have series before the first error
+            self.errors.labels(stage)
+            self.retries.labels(stage)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Health:
+    """Readiness of each dependency, set by the pipeline as it learns it."""
+
+    components: dict[str, bool] = field(default_factory=lambda: {"kafka": False, "milvus": False, "model": False})
+    detail: dict[str, str] = field(default_factory=dict)
+
+    def set(self, component: str, ok: bool, detail: str = "") -> None:
+        self.components[component] = ok
+        if detail:
+            self.detail[component] = detail
+        else:
+            self.detail.pop(component, None)
+
+    @property
+    def ready(self) -> bool:
+        return all(self.components.values())
+
+
+class HealthServer:
+    """aiohttp server for /metrics, /healthz (alive) and /readyz (dependencies ready)."""
+
+    def __init__(self, metrics: Metrics, health: Health, host: str, port: int) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        sockets = site._server.sockets if site._server else []  # aiohttp has no public accessor
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        log.info("http endpoints listening", host=self._host, port=self.bound_port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _metrics_handler(self, _request: web.Request) -> web.Response:
+        self._metrics.ready.set(1 if self._health.ready else 0)
+        body = await asyncio.to_thread(self._metrics.exposition)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        body = {"ready": self._health.ready, "components": self._health.components, "detail": self._health.detail}
+        return web.Response(
+            text=json.dumps(body), status=200 if self._health.ready else 503, content_type="application/json"
+        )

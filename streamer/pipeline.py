@@ -1,0 +1,334 @@
+"""The ingest loop: Kafka records in, assignment events out, offsets committed last.
+
+For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms``):
+
+1. validate; invalid records go to the dead-letter topic (acknowledged) with the reason;
+2. embed the valid ones (off the event loop);
+3. upsert them into Milvus (idempotent: the headline id is the primary key);
+4. search each one's ``2k + 1`` nearest neighbours in Milvus;
+5. assign each to the current snapshot (approximate predict; ``unassigned`` before
+   the first clustering);
+6. publish the assignment events and wait for acks=all;
+7. commit the offsets of the whole batch, invalid records included;
+8. hand the arrivals and their neighbour lists to the re-clusterer's window.
+
+A retriable failure (Milvus or Kafka away) repeats the failing step with
+exponential backoff and marks the dependency unready; nothing is committed
+until the batch went through, so a crash at any point loses nothing
+(at-least-once, duplicate events carry the same event id).
+
+Depends only on schema, the pure core and metrics; adapters are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from streamer.concurrency import BlockingRunner, wait_for_any
+from streamer.errors import StreamerError
+from streamer.logs import get_logger
+from streamer.metrics import Health, Metrics
+from streamer.schema import (
+    NOISE,
+    AssignmentEvent,
+    AssignmentReason,
+    AssignmentStatus,
+    Embedder,
+    EventSink,
+    Headline,
+    HeadlineSource,
+    RawRecord,
+    VectorStore,
+    now_ms,
+)
+from streamer.snapshot import Snapshot, assign_arrivals
+from streamer.validation import Rejection, parse_record
+
+__all__ = ["IngestConfig", "LiveSnapshot", "SnapshotHolder", "Arrivals", "ArrivalListener", "IngestPipeline", "Retrier"]
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_batch_size: int = 64
+    max_batch_wait_ms: int = 50
+    max_message_bytes: int = 65_536
+    k: int = 15
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+    lag_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """A snapshot plus the stable id of each of its local clusters."""
+
+    snapshot: Snapshot
+    stable_ids: np.ndarray
+
+    def stable(self, local: int) -> int:
+        return NOISE if local == NOISE else int(self.stable_ids[local])
+
+
+class SnapshotHolder:
+    """The snapshot arrivals are assigned against; replaced whole (an atomic reference swap)."""
+
+    def __init__(self) -> None:
+        self.current: LiveSnapshot | None = None
+        #: Cluster id last published per headline (arrival or re-cluster), to publish only changes.
+        self.last_assigned: dict[str, int] = {}
+
+    def swap(self, live: LiveSnapshot) -> None:
+        self.current = live
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """What the window needs to know about a processed batch."""
+
+    headlines: list[Headline]
+    vectors: np.ndarray
+    neighbour_ids: list[list[str]]
+    neighbour_sims: np.ndarray
+
+
+class ArrivalListener(Protocol):
+    def on_arrivals(self, arrivals: Arrivals) -> None: ...
+
+
+class ShutdownRequested(Exception):
+    """Raised inside a retry loop when the service is asked to stop: the batch stays uncommitted."""
+
+
+class Retrier:
+    """Repeat a step while it fails with a retriable :class:`StreamerError`, with exponential backoff."""
+
+    def __init__(self, metrics: Metrics, health: Health, stop: asyncio.Event, initial_s: float, max_s: float) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._stop = stop
+        self._initial_s = initial_s
+        self._max_s = max_s
+
+    async def run(self, stage: str, component: str, step: Callable[[], Awaitable[T]]) -> T:
+        delay = self._initial_s
+        while True:
+            try:
+                result = await step()
+            except StreamerError as exc:
+                self._metrics.errors.labels(stage).inc()
+                if not exc.retriable:
+                    raise
+                self._health.set(component, False, str(exc)[:300])
+                self._metrics.retries.labels(stage).inc()
+                log.warning("retrying after failure", stage=stage, error=str(exc)[:300], retry_in_s=delay)
+                if await wait_for_any(self._stop, timeout_s=delay):
+                    raise ShutdownRequested(stage) from exc
+                delay = min(delay * 2, self._max_s)
+                continue
+            if not self._health.components.get(component, True):
+                log.info("dependency back", component=component)
+            self._health.set(component, True)
+            return result
+
+
+class IngestPipeline:
+    """Consume, embed, store, assign, publish, commit: one micro-batch at a time."""
+
+    def __init__(
+        self,
+        *,
+        source: HeadlineSource,
+        sink: EventSink,
+        embedder: Embedder,
+        store: VectorStore,
+        runner: BlockingRunner,
+        holder: SnapshotHolder,
+        metrics: Metrics,
+        health: Health,
+        config: IngestConfig,
+        listener: ArrivalListener | None = None,
+        batch_lock: asyncio.Lock | None = None,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._embedder = embedder
+        self._store = store
+        self._runner = runner
+        self._holder = holder
+        self._metrics = metrics
+        self._health = health
+        self._config = config
+        self._listener = listener
+        self._batch_lock = batch_lock or asyncio.Lock()
+        self.batches_done = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in flight is finished and committed first."""
+        retrier = Retrier(self._metrics, self._health, stop, self._config.retry_initial_s, self._config.retry_max_s)
+        lag_task = asyncio.create_task(self._report_lag(stop), name="streamer-lag")
+        try:
+            while not stop.is_set():
+                records = await retrier.run(
+                    "fetch",
+                    "kafka",
+                    lambda: self._source.fetch(self._config.max_batch_size, self._config.max_batch_wait_ms),
+                )
+                if not records:
+                    continue
+                try:
+                    async with self._batch_lock:
+                        await self.process(records, retrier)
+                except ShutdownRequested as exc:
+                    log.info("stopping with an uncommitted batch; it will be redelivered", stage=str(exc))
+                    return
+        except ShutdownRequested:
+            return
+        finally:
+            lag_task.cancel()
+            await asyncio.gather(lag_task, return_exceptions=True)
+
+    async def _report_lag(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                for (topic, partition), lag in (await self._source.lag()).items():
+                    self._metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+            except StreamerError as exc:
+                log.debug("lag unavailable", error=str(exc))
+            await wait_for_any(stop, timeout_s=self._config.lag_interval_s)
+
+    def _timed(self, stage: str) -> _StageTimer:
+        return _StageTimer(self._metrics, stage)
+
+    async def process(self, records: list[RawRecord], retrier: Retrier) -> None:
+        """Steps 1-8 of the module docstring for one batch."""
+        m = self._metrics
+        m.batch_size.observe(len(records))
+        for r in records:
+            m.consumed.labels(r.topic).inc()
+        # 1. validate
+        with self._timed("validate"):
+            arrived = now_ms()
+            parsed = [(r, parse_record(r, max_bytes=self._config.max_message_bytes, ingested_at_ms=arrived)) for r in records]
+        for record, result in parsed:
+            if isinstance(result, Rejection):
+                await retrier.run(
+                    "produce", "kafka", lambda r=record, x=result: self._sink.dead_letter(r, x.message, x.reason.value)
+                )
+                m.dead_lettered.labels(result.reason.value).inc()
+                log.info(
+                    "message dead-lettered",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    reason=result.reason.value,
+                    detail=result.message[:200],
+                )
+        # The same id twice in one batch: the later message wins, as it would across batches.
+        latest: dict[str, tuple[RawRecord, Headline]] = {}
+        for record, result in parsed:
+            if isinstance(result, Headline):
+                latest[result.id] = (record, result)
+        valid = list(latest.values())
+        if valid:
+            await self._process_valid(valid, retrier)
+        # 7. commit everything read, rejected records included
+        next_offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
+        with self._timed("commit"):
+            await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
+        self.batches_done += 1
+
+    async def _process_valid(self, valid: list[tuple[RawRecord, Headline]], retrier: Retrier) -> None:
+        m = self._metrics
+        headlines = [h for _, h in valid]
+        # 2. embed: a model failure is not retriable (the same batch would fail again); it stops the service.
+        with self._timed("embed"):
+            vectors = await self._runner.run(self._embedder.encode, [h.text for h in headlines])
+        self._health.set("model", True)
+        # 3. upsert
+        with self._timed("upsert"):
+            await retrier.run("upsert", "milvus", lambda: self._runner.run(self._store.upsert, headlines, vectors))
+        # 4. neighbours
+        limit = 2 * self._config.k + 1
+        with self._timed("search"):
+            found, sims = await retrier.run(
+                "search", "milvus", lambda: self._runner.run(self._store.search, vectors, limit)
+            )
+        # 5. assign
+        with self._timed("assign"):
+            events = self._assign(headlines, found, sims)
+        # 6. publish
+        with self._timed("produce"):
+            await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(events))
+        acked = time.time()
+        for (record, _), event in zip(valid, events, strict=True):
+            m.processed.labels(record.topic).inc()
+            m.assignments.labels(event.reason.value, event.status.value).inc()
+            if record.timestamp_ms > 0:
+                m.end_to_end_seconds.observe(max(0.0, acked - record.timestamp_ms / 1000))
+        for event in events:
+            self._holder.last_assigned[event.headline_id] = event.cluster_id
+        # 8. the window learns the arrivals (the re-clusterer runs on its own schedule)
+        if self._listener is not None:
+            self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims))
+
+    def _assign(self, headlines: list[Headline], found: list[list[str]], sims: np.ndarray) -> list[AssignmentEvent]:
+        live = self._holder.current
+        if live is None:
+            return [
+                AssignmentEvent.make(
+                    headline=h,
+                    cluster_id=NOISE,
+                    status=AssignmentStatus.UNASSIGNED,
+                    probability=0.0,
+                    run_id=0,
+                    reason=AssignmentReason.ARRIVAL,
+                )
+                for h in headlines
+            ]
+        # A headline the snapshot already holds (a redelivery) keeps its snapshot label.
+        assignment = assign_arrivals(live.snapshot, found, sims, [h.id for h in headlines])
+        events = []
+        for i, h in enumerate(headlines):
+            pos = live.snapshot.position.get(h.id)
+            local = int(live.snapshot.labels[pos]) if pos is not None else int(assignment.labels[i])
+            prob = float(live.snapshot.probabilities[pos]) if pos is not None else float(assignment.probabilities[i])
+            cluster = live.stable(local)
+            events.append(
+                AssignmentEvent.make(
+                    headline=h,
+                    cluster_id=cluster,
+                    status=AssignmentStatus.NOISE if cluster == NOISE else AssignmentStatus.ASSIGNED,
+                    probability=prob if cluster != NOISE else 0.0,
+                    run_id=live.snapshot.run_id,
+                    reason=AssignmentReason.ARRIVAL,
+                )
+            )
+        return events
+
+
+class _StageTimer:
+    def __init__(self, metrics: Metrics, stage: str) -> None:
+        self._metrics = metrics
+        self._stage = stage
+        self._started = 0.0
+
+    def __enter__(self) -> _StageTimer:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self._metrics.stage_seconds.labels(self._stage).observe(time.perf_counter() - self._started)

@@ -1,0 +1,357 @@
+"""The windowed re-clusterer: keeps the window's graph, runs HDBSCAN, tracks ids, publishes changes.
+
+A run (:meth:`Reclusterer.run_once`) is triggered every ``recluster_interval_s`` or
+after ``recluster_every_n`` arrivals, whichever comes first (and as soon as the
+window first holds ``min_points`` headlines):
+
+1. catch up with Milvus: rows ingested since the last run that the window has not
+   seen (other ingest instances, or everything after a restart) join it;
+2. in a worker thread, with arrivals buffered meanwhile: expire headlines older
+   than ``window_s`` before the newest event time (or beyond ``max_window_size``),
+   repair or rebuild the graph, run HDBSCAN, summarise clusters, freeze a snapshot;
+3. delete expired headlines from Milvus (by policy);
+4. match clusters to the previous run (stable ids) and swap the snapshot in for
+   the ingest loop in one reference assignment;
+5. publish lifecycle events and the assignment events of headlines whose cluster
+   changed, then persist the registry and snapshot to the compacted state topic.
+
+Publishing before persisting keeps it at-least-once: a crash in between repeats
+the events (same deterministic ids) rather than losing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamer.batch import summarise_clusters
+from streamer.clustering import Clustering, HdbscanParams, run_hdbscan
+from streamer.concurrency import BlockingRunner, wait_for_any
+from streamer.graph import build_distance_graph
+from streamer.logs import get_logger
+from streamer.metrics import Metrics
+from streamer.pipeline import Arrivals, LiveSnapshot, Retrier, SnapshotHolder
+from streamer.report import ClusterSummary
+from streamer.schema import (
+    NOISE,
+    AssignmentEvent,
+    AssignmentReason,
+    AssignmentStatus,
+    EventSink,
+    Headline,
+    VectorStore,
+)
+from streamer.snapshot import Snapshot, build_snapshot
+from streamer.tracking import ClusterRegistry
+from streamer.window import WindowExport, WindowGraph
+
+__all__ = ["ReclusterConfig", "Reclusterer", "RunReport", "UNASSIGNED", "encode_state", "decode_state"]
+
+log = get_logger(__name__)
+
+#: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".
+UNASSIGNED = -2
+_CATCH_UP_SLACK_MS = 5 * 60 * 1000
+STATE_REGISTRY_KEY = b"registry"
+STATE_SNAPSHOT_KEY = b"snapshot"
+
+
+@dataclass(frozen=True)
+class ReclusterConfig:
+    k: int = 15
+    graph_method: str = "auto"
+    hnsw_threshold: int = 50_000
+    params: HdbscanParams = field(default_factory=HdbscanParams)
+    min_points: int = 50
+    keywords: int = 8
+    window_s: float = 86_400.0
+    max_window_size: int = 100_000
+    interval_s: float = 60.0
+    every_n: int = 1000
+    delete_expired: bool = True
+    drift_share: float = 0.25
+    state_topic: str = "streamer-state"
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    window: int
+    clusters: int
+    noise_share: float
+    expired: int
+    events: dict[str, int]
+    reassigned: int
+    duration_s: float
+
+
+@dataclass
+class _Computed:
+    export: WindowExport
+    clustering: Clustering
+    snapshot: Snapshot
+    summaries: list[ClusterSummary]
+    expired: list[str]
+
+
+def encode_state(obj: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), level=6)
+
+
+def decode_state(raw: bytes) -> dict[str, Any]:
+    return json.loads(zlib.decompress(raw))
+
+
+def snapshot_to_state(live: LiveSnapshot) -> dict[str, Any]:
+    """What a follower needs to assign arrivals: ids, stable labels, core distances, cluster reach."""
+    s = live.snapshot
+    return {
+        "version": 1,
+        "run_id": s.run_id,
+        "min_samples": s.min_samples,
+        "ids": list(s.ids),
+        "labels": s.labels.tolist(),
+        "probabilities": np.round(s.probabilities, 4).tolist(),
+        "core": np.round(np.where(np.isfinite(s.core), s.core, 9.0), 6).tolist(),
+        "reach": s.reach.tolist(),
+        "tight": s.tight.tolist(),
+        "stable_ids": live.stable_ids.tolist(),
+    }
+
+
+def snapshot_from_state(state: dict[str, Any]) -> LiveSnapshot:
+    ids = state["ids"]
+    snapshot = Snapshot(
+        run_id=int(state["run_id"]),
+        ids=tuple(ids),
+        labels=np.asarray(state["labels"], np.int64),
+        probabilities=np.asarray(state["probabilities"], np.float64),
+        core=np.asarray(state["core"], np.float64),
+        reach=np.asarray(state["reach"], np.float64),
+        tight=np.asarray(state["tight"], np.float64),
+        persistence=np.zeros(len(state["reach"])),
+        min_samples=int(state["min_samples"]),
+        position={hid: i for i, hid in enumerate(ids)},
+    )
+    return LiveSnapshot(snapshot, np.asarray(state["stable_ids"], np.int64))
+
+
+class Reclusterer:
+    """Owns the window and the registry; turns them into snapshots and events on a schedule."""
+
+    def __init__(
+        self,
+        *,
+        store: VectorStore,
+        sink: EventSink,
+        runner: BlockingRunner,
+        holder: SnapshotHolder,
+        registry: ClusterRegistry,
+        metrics: Metrics,
+        config: ReclusterConfig,
+        dim: int,
+    ) -> None:
+        self._store = store
+        self._sink = sink
+        self._runner = runner
+        self._holder = holder
+        self.registry = registry
+        self._metrics = metrics
+        self._config = config
+        self.window = WindowGraph(config.k, dim)
+        self._pending: list[Arrivals] = []
+        self._computing = False
+        self._arrivals_since_run = 0
+        self._trigger = asyncio.Event()
+        self._ingested_watermark_ms = 0
+        self.reports: list[RunReport] = []
+
+    # -- arrivals (event loop) -----------------------------------------------------------
+    def on_arrivals(self, arrivals: Arrivals) -> None:
+        if self._computing:
+            self._pending.append(arrivals)
+        else:
+            self._add(arrivals)
+        self._arrivals_since_run += len(arrivals.headlines)
+        no_snapshot_yet = self._holder.current is None and len(self.window) >= self._config.min_points
+        if self._arrivals_since_run >= self._config.every_n or no_snapshot_yet:
+            self._trigger.set()
+
+    def _add(self, arrivals: Arrivals) -> None:
+        hs: list[Headline] = arrivals.headlines
+        self.window.add(
+            [h.id for h in hs],
+            [h.title for h in hs],
+            [h.event_time_ms for h in hs],
+            arrivals.vectors,
+            arrivals.neighbour_ids,
+            arrivals.neighbour_sims,
+        )
+        self._ingested_watermark_ms = max(self._ingested_watermark_ms, max(h.ingested_at_ms for h in hs))
+
+    # -- schedule ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, retrier: Retrier, is_leader: Any = None) -> None:
+        """Run on triggers until ``stop``; only acts while ``is_leader()`` is true (when given)."""
+        while not stop.is_set():
+            await wait_for_any(self._trigger, stop, timeout_s=self._config.interval_s)
+            if stop.is_set():
+                return
+            self._trigger.clear()
+            if is_leader is not None and not is_leader():
+                continue
+            try:
+                await self.run_once(retrier)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed run must not stop ingest; the next trigger tries again
+                if exc.__class__.__name__ == "ShutdownRequested":
+                    return
+                self._metrics.recluster_runs.labels("failed").inc()
+                self._metrics.errors.labels("recluster").inc()
+                log.exception("re-clustering run failed", error=str(exc))
+
+    # -- one run -------------------------------------------------------------------------
+    async def _catch_up(self, retrier: Retrier) -> int:
+        since = max(0, self._ingested_watermark_ms - _CATCH_UP_SLACK_MS) if self._ingested_watermark_ms else 0
+        ids, vectors, rows = await retrier.run(
+            "recluster", "milvus", lambda: self._runner.run(self._store.fetch_since, since)
+        )
+        fresh = [i for i, hid in enumerate(ids) if hid not in self.window]
+        if rows:
+            self._ingested_watermark_ms = max(self._ingested_watermark_ms, max(int(r["ingested_at"]) for r in rows))
+        if not fresh:
+            return 0
+        self.window.add(
+            [ids[i] for i in fresh],
+            [str(rows[i]["title"]) for i in fresh],
+            [int(rows[i]["event_time"]) for i in fresh],
+            vectors[fresh],
+        )
+        return len(fresh)
+
+    def _compute(self, run_id: int) -> _Computed | None:
+        """Blocking part of a run; has the window to itself (arrivals are buffered)."""
+        c = self._config
+        window = self.window
+        expired: list[str] = []
+        if len(window):
+            # Event time, not wall-clock time: a replayed stream expires by its own clock.
+            expired = window.expire(window.newest_event_time_ms() - int(c.window_s * 1000), c.max_window_size)
+            window.remove(expired)
+        if len(window) < c.min_points:
+            return None
+        if window.short_rows > c.drift_share * len(window) or window.needs_rebuild(c.drift_share):
+            large = c.graph_method == "auto" and len(window) >= c.hnsw_threshold
+            window.rebuild(method="hnsw" if c.graph_method == "hnsw" or large else "exact")
+        else:
+            window.repair()
+        export = window.export()
+        graph = build_distance_graph(export.table)
+        clustering = run_hdbscan(graph, c.params)
+        summaries = summarise_clusters(export.ids, export.titles, export.vectors, clustering, c.keywords)
+        snapshot = build_snapshot(run_id, export.ids, graph, clustering, c.params.min_samples)
+        return _Computed(export, clustering, snapshot, summaries, expired)
+
+    async def run_once(self, retrier: Retrier) -> RunReport | None:
+        started = time.perf_counter()
+        await self._catch_up(retrier)
+        self._computing = True
+        try:
+            computed = await self._runner.run(self._compute, self.registry.run_id + 1)
+        finally:
+            self._computing = False
+            pending, self._pending = self._pending, []
+            for arrivals in pending:
+                self._add(arrivals)
+        self._arrivals_since_run = 0
+        if computed is None:
+            return None
+        if computed.expired and self._config.delete_expired:
+            await retrier.run(
+                "recluster", "milvus", lambda: self._runner.run(self._store.delete, computed.expired)
+            )
+        for hid in computed.expired:
+            self._holder.last_assigned.pop(hid, None)
+        tracking = await self._runner.run(
+            self.registry.update, computed.export.ids, computed.clustering.labels, computed.summaries
+        )
+        live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
+        self._holder.swap(live)
+        assignments = self._changed_assignments(computed, live)
+        await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(tracking.events))
+        await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
+        for event in assignments:
+            self._holder.last_assigned[event.headline_id] = event.cluster_id
+        await self.persist(retrier, live)
+        duration = time.perf_counter() - started
+        counts: dict[str, int] = {}
+        for event in tracking.events:
+            counts[event.type.value] = counts.get(event.type.value, 0) + 1
+            self._metrics.lifecycle.labels(event.type.value).inc()
+        m = self._metrics
+        m.recluster_seconds.observe(duration)
+        m.recluster_runs.labels("ok").inc()
+        m.clusters_alive.set(computed.clustering.n_clusters)
+        m.noise_share.set(computed.clustering.noise_share)
+        m.window_size.set(len(computed.export.ids))
+        for event in assignments:
+            m.assignments.labels(event.reason.value, event.status.value).inc()
+        report = RunReport(
+            run_id=tracking.run_id,
+            window=len(computed.export.ids),
+            clusters=computed.clustering.n_clusters,
+            noise_share=round(computed.clustering.noise_share, 4),
+            expired=len(computed.expired),
+            events=counts,
+            reassigned=len(assignments),
+            duration_s=round(duration, 3),
+        )
+        self.reports.append(report)
+        log.info("re-clustering run done", **vars(report))
+        return report
+
+    def _changed_assignments(self, computed: _Computed, live: LiveSnapshot) -> list[AssignmentEvent]:
+        snapshot = computed.snapshot
+        events = []
+        for pos, hid in enumerate(computed.export.ids):
+            cluster = live.stable(int(snapshot.labels[pos]))
+            if self._holder.last_assigned.get(hid, UNASSIGNED) == cluster:
+                continue
+            headline = Headline(
+                id=hid,
+                title=computed.export.titles[pos],
+                published_at_ms=int(computed.export.event_times_ms[pos]),
+            )
+            events.append(
+                AssignmentEvent.make(
+                    headline=headline,
+                    cluster_id=cluster,
+                    status=AssignmentStatus.NOISE if cluster == NOISE else AssignmentStatus.ASSIGNED,
+                    probability=float(snapshot.probabilities[pos]) if cluster != NOISE else 0.0,
+                    run_id=snapshot.run_id,
+                    reason=AssignmentReason.RECLUSTER,
+                )
+            )
+        return events
+
+    async def persist(self, retrier: Retrier, live: LiveSnapshot) -> None:
+        registry_bytes = await self._runner.run(encode_state, self.registry.to_state())
+        snapshot_bytes = await self._runner.run(encode_state, snapshot_to_state(live))
+        topic = self._config.state_topic
+        await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_REGISTRY_KEY, registry_bytes))
+        await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_SNAPSHOT_KEY, snapshot_bytes))
+
+    def restore(self, state: dict[bytes, bytes]) -> None:
+        """Load the registry and snapshot read back from the state topic (after a restart)."""
+        if STATE_REGISTRY_KEY in state:
+            self.registry.load_state(decode_state(state[STATE_REGISTRY_KEY]))
+            self._holder.last_assigned.update(self.registry.cluster_of())
+        if STATE_SNAPSHOT_KEY in state:
+            self._holder.swap(snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY])))
+        log.info("state restored", run_id=self.registry.run_id, clusters=len(self.registry.clusters))

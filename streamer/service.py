@@ -1,0 +1,186 @@
+"""``streamer run``: wire adapters, the ingest loop and the re-clusterer into one service.
+
+Part of the composition root (with ``cli``): the only place besides ``cli`` that
+builds adapters. Start-up fails fast with a clear error when the model, Milvus
+or Kafka cannot be reached; once running, dependency outages are retried.
+
+Roles:
+- ``all`` (default): ingest, plus the re-clusterer while this instance holds the
+  re-clusterer leadership (Kafka group on the state topic); followers receive the
+  leader's snapshots through the state topic.
+- ``ingest``: ingest only (follows snapshots).
+- ``recluster``: the re-clusterer only; its window catches up from Milvus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Literal
+
+from streamer.batch import params_from_settings
+from streamer.concurrency import BlockingRunner
+from streamer.config import Settings
+from streamer.errors import StreamerError
+from streamer.logs import get_logger
+from streamer.metrics import Health, HealthServer, Metrics
+from streamer.pipeline import IngestConfig, IngestPipeline, Retrier, SnapshotHolder
+from streamer.recluster import STATE_SNAPSHOT_KEY, ReclusterConfig, Reclusterer, decode_state, snapshot_from_state
+from streamer.tracking import ClusterRegistry
+
+__all__ = ["run_service", "Role"]
+
+log = get_logger(__name__)
+
+Role = Literal["all", "ingest", "recluster"]
+_START_TIMEOUT_S = 60.0
+
+
+def recluster_config(settings: Settings) -> ReclusterConfig:
+    t = settings.tracking
+    return ReclusterConfig(
+        k=settings.graph.k,
+        graph_method=settings.graph.method,
+        hnsw_threshold=settings.graph.hnsw_threshold,
+        params=params_from_settings(settings.clustering),
+        min_points=settings.clustering.min_points,
+        keywords=settings.clustering.keywords,
+        window_s=t.window_s,
+        max_window_size=t.max_window_size,
+        interval_s=t.recluster_interval_s,
+        every_n=t.recluster_every_n,
+        delete_expired=t.delete_expired_from_store,
+        drift_share=t.drift_rebuild_share,
+        state_topic=t.state_topic,
+    )
+
+
+async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``); returns the exit code."""
+    from streamer.embedding import FlagEmbedder
+    from streamer.kafka_io import AiokafkaSink, AiokafkaSource, LeaderElection, ensure_topics, follow_state, read_state
+    from streamer.store import MilvusStore
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests run it in-process)
+            pass
+    k = settings.kafka
+    metrics = Metrics()
+    health = Health()
+    http = HealthServer(metrics, health, settings.service.http_host, settings.service.http_port)
+    runner = BlockingRunner(settings.service.blocking_workers)
+    await http.start()
+    store = None
+    sink = AiokafkaSink(k)
+    source = AiokafkaSource(k) if role != "recluster" else None
+    election = LeaderElection(k, topic=settings.tracking.state_topic, group_id=f"{k.group_id}-recluster")
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        # Start-up: each dependency is checked once, with a clear error if it is not there.
+        embedder = await runner.run(FlagEmbedder, settings.embedding)
+        health.set("model", True)
+        store = MilvusStore(settings.milvus, embedder.dim)
+        await asyncio.wait_for(runner.run(store.open), _START_TIMEOUT_S)
+        health.set("milvus", True)
+        await ensure_topics(
+            k,
+            {
+                k.input_topic: {"partitions": k.partitions},
+                k.assignments_topic: {"partitions": k.partitions},
+                k.cluster_events_topic: {"partitions": k.partitions},
+                k.dead_letter_topic: {"partitions": 1},
+                settings.tracking.state_topic: {
+                    "partitions": 1,
+                    "config": {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)},
+                },
+            },
+            timeout_s=_START_TIMEOUT_S,
+        )
+        await sink.start(timeout_s=_START_TIMEOUT_S)
+        holder = SnapshotHolder()
+        registry = ClusterRegistry(
+            match_threshold=settings.tracking.match_threshold, split_min_share=settings.tracking.split_min_share
+        )
+        reclusterer = Reclusterer(
+            store=store,
+            sink=sink,
+            runner=runner,
+            holder=holder,
+            registry=registry,
+            metrics=metrics,
+            config=recluster_config(settings),
+            dim=embedder.dim,
+        )
+        reclusterer.restore(await read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S))
+        retrier = Retrier(metrics, health, stop, initial_s=k.retry_backoff_ms / 1000, max_s=10.0)
+        if role in ("all", "recluster"):
+            await election.start(timeout_s=_START_TIMEOUT_S)
+            tasks.append(asyncio.create_task(reclusterer.run(stop, retrier, election.is_leader), name="recluster"))
+
+        def on_state(key: bytes, value: bytes) -> None:
+            # Followers take the leader's snapshots; the leader already swapped its own in.
+            if key == STATE_SNAPSHOT_KEY and not election.is_leader():
+                live = snapshot_from_state(decode_state(value))
+                current = holder.current
+                if current is None or live.snapshot.run_id > current.snapshot.run_id:
+                    holder.swap(live)
+                    log.info("snapshot received", run_id=live.snapshot.run_id)
+
+        if role in ("all", "ingest"):
+            tasks.append(asyncio.create_task(follow_state(k, settings.tracking.state_topic, on_state, stop), name="state"))
+        if source is not None:
+            await source.start(timeout_s=_START_TIMEOUT_S)
+            health.set("kafka", True)
+            pipeline = IngestPipeline(
+                source=source,
+                sink=sink,
+                embedder=embedder,
+                store=store,
+                runner=runner,
+                holder=holder,
+                metrics=metrics,
+                health=health,
+                config=IngestConfig(
+                    max_batch_size=k.max_batch_size,
+                    max_batch_wait_ms=k.max_batch_wait_ms,
+                    max_message_bytes=k.max_message_bytes,
+                    k=settings.graph.k,
+                    retry_initial_s=k.retry_backoff_ms / 1000,
+                ),
+                listener=reclusterer if role == "all" else None,
+                batch_lock=source.batch_lock,
+            )
+            tasks.append(asyncio.create_task(pipeline.run(stop), name="ingest"))
+        else:
+            health.set("kafka", True)
+        log.info("streamer running", role=role, http_port=http.bound_port)
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        await asyncio.wait_for(asyncio.gather(*tasks), settings.service.shutdown_timeout_s)
+        log.info("streamer stopped cleanly")
+        return 0
+    except StreamerError:
+        raise
+    except TimeoutError as exc:
+        raise StreamerError(f"start-up or shutdown timed out: {exc}") from exc
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await election.stop()
+        if source is not None:
+            await source.stop()
+        await sink.stop()
+        if store is not None:
+            store.close()
+        runner.shutdown()
+        await http.stop()

@@ -1,0 +1,275 @@
+"""Stable cluster ids across re-clustering runs, and the lifecycle events between runs.
+
+Each run's clusters are matched to the previous run's by member overlap:
+
+1. Hungarian assignment (scipy ``linear_sum_assignment``) on Jaccard overlap;
+   pairs at or above ``match_threshold`` keep the old id;
+2. an unmatched new cluster that contains at least half of an unmatched old
+   cluster (or lies half inside it) continues that id: growth and shrinkage are
+   not births;
+3. an old cluster left unmatched whose members went mostly (>= ``split_min_share``)
+   into a surviving cluster was **merged** into it;
+4. a new cluster left unmatched that holds >= ``split_min_share`` of a surviving
+   old cluster was **split** from it: a new id, ``created`` with ``split_from``,
+   and a ``split`` event on the parent;
+5. other unmatched new clusters are **created**, other unmatched old ones **expired**;
+   matched ones whose size, keywords or exemplar changed are **updated**.
+
+The registry's state (id counter, run counter, members per cluster) round-trips
+through :meth:`ClusterRegistry.to_state` so a restart does not renumber topics.
+Pure Python/numpy/scipy; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from streamer.report import ClusterSummary
+from streamer.schema import NOISE, ClusterEvent, ClusterEventType
+
+__all__ = ["TrackedCluster", "ClusterRegistry", "TrackingResult"]
+
+_CONTINUATION_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class TrackedCluster:
+    id: int
+    members: frozenset[str]
+    keywords: tuple[str, ...] = ()
+    exemplar_id: str | None = None
+    exemplar_title: str | None = None
+    persistence: float = 0.0
+    born_run: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass
+class TrackingResult:
+    """Outcome of one run: ``stable_ids[c]`` is the id of local cluster c; the events to publish."""
+
+    run_id: int
+    stable_ids: np.ndarray
+    events: list[ClusterEvent] = field(default_factory=list)
+
+
+class ClusterRegistry:
+    """Clusters of the latest run, by stable id, and the counters that make new ids."""
+
+    def __init__(self, *, match_threshold: float = 0.3, split_min_share: float = 0.2) -> None:
+        if not 0 < match_threshold <= 1 or not 0 < split_min_share <= 1:
+            raise ValueError("match_threshold and split_min_share must be in (0, 1]")
+        self.match_threshold = match_threshold
+        self.split_min_share = split_min_share
+        self.next_id = 0
+        self.run_id = 0
+        self.clusters: dict[int, TrackedCluster] = {}
+
+    # -- persistence -----------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "next_id": self.next_id,
+            "run_id": self.run_id,
+            "clusters": [
+                {
+                    "id": c.id,
+                    "members": sorted(c.members),
+                    "keywords": list(c.keywords),
+                    "exemplar_id": c.exemplar_id,
+                    "exemplar_title": c.exemplar_title,
+                    "persistence": c.persistence,
+                    "born_run": c.born_run,
+                }
+                for c in self.clusters.values()
+            ],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise ValueError(f"unknown registry state version {state.get('version')!r}")
+        self.next_id = int(state["next_id"])
+        self.run_id = int(state["run_id"])
+        self.clusters = {
+            int(c["id"]): TrackedCluster(
+                id=int(c["id"]),
+                members=frozenset(c["members"]),
+                keywords=tuple(c["keywords"]),
+                exemplar_id=c["exemplar_id"],
+                exemplar_title=c["exemplar_title"],
+                persistence=float(c["persistence"]),
+                born_run=int(c["born_run"]),
+            )
+            for c in state["clusters"]
+        }
+
+    def cluster_of(self) -> dict[str, int]:
+        """Headline id -> stable cluster id, as of the latest run."""
+        return {hid: c.id for c in self.clusters.values() for hid in c.members}
+
+    # -- matching --------------------------------------------------------------------------
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def update(self, ids: list[str], labels: np.ndarray, summaries: list[ClusterSummary]) -> TrackingResult:
+        """Match a new clustering of ``ids`` to the previous run; returns stable ids and events."""
+        if len(ids) != len(labels):
+            raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
+        self.run_id += 1
+        run = self.run_id
+        n_new = len(summaries)
+        new_members: list[set[str]] = [set() for _ in range(n_new)]
+        for hid, label in zip(ids, labels.tolist(), strict=True):
+            if label != NOISE:
+                new_members[label].add(hid)
+        old_ids = list(self.clusters)
+        old_index = {cid: i for i, cid in enumerate(old_ids)}
+        previous = self.cluster_of()
+
+        overlap: Counter[tuple[int, int]] = Counter()
+        for c, members in enumerate(new_members):
+            for hid in members:
+                old = previous.get(hid)
+                if old is not None:
+                    overlap[(old_index[old], c)] += 1
+        old_sizes = [self.clusters[cid].size for cid in old_ids]
+        new_sizes = [len(m) for m in new_members]
+
+        # 1. Hungarian on Jaccard.
+        match_new_to_old: dict[int, int] = {}
+        if overlap:
+            jaccard = np.zeros((len(old_ids), n_new))
+            for (o, c), ov in overlap.items():
+                jaccard[o, c] = ov / (old_sizes[o] + new_sizes[c] - ov)
+            rows, cols = linear_sum_assignment(jaccard, maximize=True)
+            for o, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if jaccard[o, c] >= self.match_threshold:
+                    match_new_to_old[c] = o
+        # 2. Continuations: containment either way among the unmatched.
+        matched_old = set(match_new_to_old.values())
+        for (o, c), ov in sorted(overlap.items(), key=lambda item: -item[1]):
+            if c in match_new_to_old or o in matched_old:
+                continue
+            if ov >= _CONTINUATION_SHARE * min(old_sizes[o], new_sizes[c]):
+                match_new_to_old[c] = o
+                matched_old.add(o)
+
+        stable = np.zeros(n_new, dtype=np.int64)
+        events: list[ClusterEvent] = []
+        for c, o in match_new_to_old.items():
+            stable[c] = old_ids[o]
+        # 3. Merges: an unmatched old cluster mostly inside a surviving new cluster.
+        merged_into: dict[int, list[int]] = defaultdict(list)
+        absorbed: set[int] = set()
+        for o in range(len(old_ids)):
+            if o in matched_old:
+                continue
+            shares = [(ov / old_sizes[o], c) for (oo, c), ov in overlap.items() if oo == o]
+            if not shares:
+                continue
+            share, c = max(shares)
+            if share >= self.split_min_share and c in match_new_to_old:
+                merged_into[c].append(old_ids[o])
+                absorbed.add(o)
+        # 4. Splits: an unmatched new cluster holding a real share of a surviving old cluster.
+        split_children: dict[int, list[int]] = defaultdict(list)
+        split_parent: dict[int, int] = {}
+        survivors = {o: c for c, o in match_new_to_old.items()}
+        for c in range(n_new):
+            if c in match_new_to_old:
+                continue
+            parents = [(ov / old_sizes[o], o) for (o, cc), ov in overlap.items() if cc == c and o in survivors]
+            if parents:
+                share, o = max(parents)
+                if share >= self.split_min_share:
+                    split_parent[c] = o
+        for c in range(n_new):
+            if c not in match_new_to_old:
+                stable[c] = self._new_id()
+            if c in split_parent:
+                split_children[old_ids[split_parent[c]]].append(int(stable[c]))
+
+        new_registry: dict[int, TrackedCluster] = {}
+        for c, summary in enumerate(summaries):
+            cid = int(stable[c])
+            old = self.clusters.get(cid) if c in match_new_to_old else None
+            tracked = TrackedCluster(
+                id=cid,
+                members=frozenset(new_members[c]),
+                keywords=tuple(summary.keywords),
+                exemplar_id=summary.exemplar_id,
+                exemplar_title=summary.exemplar_title,
+                persistence=summary.persistence,
+                born_run=old.born_run if old else run,
+            )
+            new_registry[cid] = tracked
+            fields = _event_fields(tracked)
+            if old is None:
+                parent = split_parent.get(c)
+                events.append(
+                    ClusterEvent.make(
+                        type=ClusterEventType.CREATED,
+                        cluster_id=cid,
+                        run_id=run,
+                        split_from=old_ids[parent] if parent is not None else None,
+                        **fields,
+                    )
+                )
+            elif (old.size, old.keywords, old.exemplar_id) != (tracked.size, tracked.keywords, tracked.exemplar_id):
+                events.append(ClusterEvent.make(type=ClusterEventType.UPDATED, cluster_id=cid, run_id=run, **fields))
+            if c in merged_into:
+                events.append(
+                    ClusterEvent.make(
+                        type=ClusterEventType.MERGED,
+                        cluster_id=cid,
+                        run_id=run,
+                        merged_from=sorted(merged_into[c]),
+                        **fields,
+                    )
+                )
+        for parent_id, children in sorted(split_children.items()):
+            events.append(
+                ClusterEvent.make(
+                    type=ClusterEventType.SPLIT,
+                    cluster_id=parent_id,
+                    run_id=run,
+                    split_into=sorted(children),
+                    **_event_fields(new_registry[parent_id]),
+                )
+            )
+        for o, cid in enumerate(old_ids):
+            if o in matched_old or o in absorbed:
+                continue
+            gone = self.clusters[cid]
+            events.append(
+                ClusterEvent.make(
+                    type=ClusterEventType.EXPIRED,
+                    cluster_id=cid,
+                    run_id=run,
+                    size=0,
+                    keywords=list(gone.keywords),
+                    exemplar_id=gone.exemplar_id,
+                    exemplar_title=gone.exemplar_title,
+                )
+            )
+        self.clusters = new_registry
+        return TrackingResult(run, stable, events)
+
+
+def _event_fields(cluster: TrackedCluster) -> dict[str, Any]:
+    return {
+        "size": cluster.size,
+        "keywords": list(cluster.keywords),
+        "exemplar_id": cluster.exemplar_id,
+        "exemplar_title": cluster.exemplar_title,
+        "persistence": cluster.persistence,
+    }
