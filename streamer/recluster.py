@@ -57,7 +57,9 @@ log = get_logger(__name__)
 
 #: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".
 UNASSIGNED = -2
-_CATCH_UP_SLACK_MS = 5 * 60 * 1000
+# Ingest instances stamp ingested_at with their own clocks: re-read a little before the last
+# row seen so a slightly late clock cannot hide rows from the catch-up read.
+_CATCH_UP_SLACK_MS = 10_000
 STATE_REGISTRY_KEY = b"registry"
 STATE_SNAPSHOT_KEY = b"snapshot"
 
@@ -166,7 +168,6 @@ class Reclusterer:
         self._config = config
         self.window = WindowGraph(config.k, dim)
         self._pending: list[Arrivals] = []
-        self._computing = False
         self._arrivals_since_run = 0
         self._trigger = asyncio.Event()
         self._ingested_watermark_ms = 0
@@ -174,12 +175,11 @@ class Reclusterer:
 
     # -- arrivals (event loop) -----------------------------------------------------------
     def on_arrivals(self, arrivals: Arrivals) -> None:
-        if self._computing:
-            self._pending.append(arrivals)
-        else:
-            self._add(arrivals)
+        """Buffer a processed batch; the window takes it in the worker thread at the next run."""
+        self._pending.append(arrivals)
         self._arrivals_since_run += len(arrivals.headlines)
-        no_snapshot_yet = self._holder.current is None and len(self.window) >= self._config.min_points
+        known = len(self.window) + self._arrivals_since_run
+        no_snapshot_yet = self._holder.current is None and known >= self._config.min_points
         if self._arrivals_since_run >= self._config.every_n or no_snapshot_yet:
             self._trigger.set()
 
@@ -193,7 +193,6 @@ class Reclusterer:
             arrivals.neighbour_ids,
             arrivals.neighbour_sims,
         )
-        self._ingested_watermark_ms = max(self._ingested_watermark_ms, max(h.ingested_at_ms for h in hs))
 
     # -- schedule ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, retrier: Retrier, is_leader: Any = None) -> None:
@@ -217,28 +216,36 @@ class Reclusterer:
                 log.exception("re-clustering run failed", error=str(exc))
 
     # -- one run -------------------------------------------------------------------------
-    async def _catch_up(self, retrier: Retrier) -> int:
+    async def _catch_up(self, retrier: Retrier) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        """Rows Milvus holds that this instance may not have seen (other ingest instances, a restart)."""
         since = max(0, self._ingested_watermark_ms - _CATCH_UP_SLACK_MS) if self._ingested_watermark_ms else 0
         ids, vectors, rows = await retrier.run(
             "recluster", "milvus", lambda: self._runner.run(self._store.fetch_since, since)
         )
-        fresh = [i for i, hid in enumerate(ids) if hid not in self.window]
         if rows:
             self._ingested_watermark_ms = max(self._ingested_watermark_ms, max(int(r["ingested_at"]) for r in rows))
-        if not fresh:
-            return 0
-        self.window.add(
-            [ids[i] for i in fresh],
-            [str(rows[i]["title"]) for i in fresh],
-            [int(rows[i]["event_time"]) for i in fresh],
-            vectors[fresh],
-        )
-        return len(fresh)
+        return ids, vectors, rows
 
-    def _compute(self, run_id: int) -> _Computed | None:
-        """Blocking part of a run; has the window to itself (arrivals are buffered)."""
+    def _take_in(self, pending: list[Arrivals], caught_up: tuple[list[str], np.ndarray, list[dict[str, Any]]]) -> None:
+        for arrivals in pending:
+            self._add(arrivals)
+        ids, vectors, rows = caught_up
+        fresh = [i for i, hid in enumerate(ids) if hid not in self.window]
+        if fresh:
+            self.window.add(
+                [ids[i] for i in fresh],
+                [str(rows[i]["title"]) for i in fresh],
+                [int(rows[i]["event_time"]) for i in fresh],
+                vectors[fresh],
+            )
+
+    def _compute(
+        self, run_id: int, pending: list[Arrivals], caught_up: tuple[list[str], np.ndarray, list[dict[str, Any]]]
+    ) -> _Computed | None:
+        """Blocking part of a run; the only code that mutates the window (arrivals wait in a buffer)."""
         c = self._config
         window = self.window
+        self._take_in(pending, caught_up)
         expired: list[str] = []
         if len(window):
             # Event time, not wall-clock time: a replayed stream expires by its own clock.
@@ -251,6 +258,7 @@ class Reclusterer:
             window.rebuild(method="hnsw" if c.graph_method == "hnsw" or large else "exact")
         else:
             window.repair()
+            window.link_new_rows()
         export = window.export()
         graph = build_distance_graph(export.table)
         clustering = run_hdbscan(graph, c.params)
@@ -260,15 +268,9 @@ class Reclusterer:
 
     async def run_once(self, retrier: Retrier) -> RunReport | None:
         started = time.perf_counter()
-        await self._catch_up(retrier)
-        self._computing = True
-        try:
-            computed = await self._runner.run(self._compute, self.registry.run_id + 1)
-        finally:
-            self._computing = False
-            pending, self._pending = self._pending, []
-            for arrivals in pending:
-                self._add(arrivals)
+        caught_up = await self._catch_up(retrier)
+        pending, self._pending = self._pending, []
+        computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
         self._arrivals_since_run = 0
         if computed is None:
             return None

@@ -1,8 +1,9 @@
 """The clustering window: headlines, their vectors and a kNN graph kept up to date.
 
 Arrivals come with the neighbour lists their Milvus search already found; each
-list becomes the arrival's row, and every neighbour the arrival beats gets the
-arrival inserted into its own row (reverse update). Expiry frees rows and
+list becomes the arrival's row. :meth:`WindowGraph.link_new_rows` then inserts
+each arrival into every row it beats (reverse update), exactly, with one blocked
+matrix product of the new rows against the window. Expiry frees rows and
 leaves the rows that pointed at them short; :meth:`WindowGraph.repair` refills
 those with an exact search over the window's vectors. When too many rows were
 repaired since the last full build the graph has drifted from the exact one and
@@ -63,6 +64,7 @@ class WindowGraph:
         self._sim = np.zeros((0, k), np.float32)
         self._grow(capacity)
         self._short: set[int] = set()
+        self._unlinked: set[int] = set()
         self.repaired_since_build = 0
 
     # -- storage -------------------------------------------------------------------------
@@ -155,16 +157,36 @@ class WindowGraph:
             slots.append(slot)
         if neighbour_ids is None or neighbour_sims is None:
             self._short.update(slots)
+            self._unlinked.update(slots)
             return new
         for slot, hits, sims in zip(slots, neighbour_ids, neighbour_sims, strict=True):
             self._set_row(slot, hits, sims)
-            # Reverse updates use every hit, not only the k kept: kNN is asymmetric, and a hit
-            # beyond this row's top k can still have the arrival among its own top k.
-            for hid, sim in zip(hits, sims, strict=False):
-                other = self._slot_of.get(hid)
-                if other is not None and other != slot and np.isfinite(sim):
-                    self._insert_neighbour(other, slot, float(sim))
+        self._unlinked.update(slots)
         return new
+
+    def link_new_rows(self, *, block_size: int = 2048) -> int:
+        """Exact reverse updates for rows added since the last call; returns how many were linked.
+
+        kNN is asymmetric: a row with a wide neighbourhood can need a newcomer that is not among
+        the newcomer's own search hits. One blocked product of the new rows against the window
+        (``len(new) x n x dim`` flops) finds every row that a newcomer beats.
+        """
+        new_slots = np.fromiter((s for s in self._unlinked if self._ids[s] is not None), np.int64)
+        self._unlinked.clear()
+        if new_slots.size == 0 or len(self) < 2:
+            return 0
+        active = np.fromiter(self._slot_of.values(), np.int64, len(self._slot_of))
+        new_vectors = self._vectors[new_slots]
+        for start in range(0, active.size, block_size):
+            rows = active[start : start + block_size]
+            sims = self._vectors[rows] @ new_vectors.T  # (rows, new)
+            worst = self._sim[rows, -1]
+            hit_r, hit_c = np.nonzero(sims > worst[:, None])
+            for r, c in zip(hit_r.tolist(), hit_c.tolist(), strict=True):
+                row, other = int(rows[r]), int(new_slots[c])
+                if row != other:
+                    self._insert_neighbour(row, other, float(sims[r, c]))
+        return int(new_slots.size)
 
     def remove(self, ids: list[str]) -> int:
         """Drop headlines; rows that pointed at them become short. Returns how many were present."""
@@ -179,6 +201,7 @@ class WindowGraph:
             self._sim[slot] = -np.inf
             self._free.append(slot)
             self._short.discard(slot)
+            self._unlinked.discard(slot)
         hit_rows = np.flatnonzero(np.isin(self._nbr, gone).any(axis=1))
         for row in hit_rows:
             keep = ~np.isin(self._nbr[row], gone) & (self._nbr[row] != _EMPTY)
@@ -253,6 +276,7 @@ class WindowGraph:
             self._nbr[active] = mapped
             self._sim[active] = np.where(valid, table.similarities, -np.inf)
         self._short.clear()
+        self._unlinked.clear()
         self.repaired_since_build = 0
 
     def export(self) -> WindowExport:
