@@ -5,7 +5,7 @@ Command (from anywhere; ~10-15 min on 2 cores once embeddings are cached, ~1 min
 window to embed otherwise):
 
     HF_HUB_OFFLINE=1 /work/main/.venv/bin/python /work/main/bench/research/quality_sweep.py \
-        --tune 01 03 --holdout 05 --out /work/main/bench/research/quality_sweep_results.md
+        --tune 01 03 --holdout 05 --extra 02 04 --out /work/main/bench/research/quality_sweep_results.md
 
 What it does
   * Windows: rows 0-9999 (after the header) of newsCorpora_noURL.partNN.tsv. Gold = STORY id.
@@ -86,13 +86,14 @@ def hdb_fast(G, mcs, ms, method="eom", eps=0.0, max_cluster_size=None):
 def reassign_noise(labels, I, S, tau):
     """Noise point -> label of its most similar non-noise neighbour among its top-KMAX
     neighbours, if that cosine similarity >= tau (one pass, uses the original labels)."""
-    lab = labels.copy()
-    for i in np.flatnonzero(labels < 0):
-        nl = labels[I[i]]
-        j = np.flatnonzero(nl >= 0)
-        if j.size and S[i, j[0]] >= tau:
-            lab[i] = nl[j[0]]
-    return lab
+    nl = labels[I]                       # (N, KMAX) labels of the neighbours, by similarity
+    ok = nl >= 0
+    first = ok.argmax(axis=1)
+    rows = np.arange(len(labels))
+    take = (labels < 0) & ok.any(axis=1) & (S[rows, first] >= tau)
+    out = labels.copy()
+    out[take] = nl[rows, first][take]
+    return out
 
 
 class Window:
@@ -172,16 +173,85 @@ def add_ami(windows, rs, label_fn=None):
     return run_grid(windows, [r["cfg"] for r in rs], label_fn=label_fn, ami=True)
 
 
+def stage_robust(tune, extra, md):
+    """Stage 4: smaller grid incl. noise reassignment, ranked on the tune windows, reported
+    on all windows (extra windows are never used for ranking)."""
+    t = time.time()
+    allw = tune + extra
+    tp = [w.part for w in tune]
+    taus = (None, 0.4, 0.5, 0.6)
+    base = [dict(k=k, ms=ms, mcs=mcs, method=m, eps=e)
+            for k, ms, mcs in itertools.product((10, 15, 20), (1, 2, 3, 5), (5, 8, 10, 15, 20))
+            for m, e in [("eom", 0.0)] + [(m, e) for m in ("eom", "leaf") for e in (0.2, 0.25, 0.3)]]
+    res = []
+    for c in base:
+        rs = [{"cfg": dict(c, tau=tau)} for tau in taus]
+        for w in allw:
+            lab0 = labels_from_slt(w.slt(c["k"], c["ms"]), c["mcs"], c["method"], c["eps"])
+            for r, tau in zip(rs, taus):
+                lab = lab0 if tau is None else reassign_noise(lab0, w.I, w.S, tau)
+                r[w.part] = dict(zip(("P", "R", "F1"), bcubed(lab, w.gold)))
+        for r in rs:
+            r["tune"] = float(np.mean([r[p]["F1"] for p in tp]))
+            r["all_mean"] = float(np.mean([r[w.part]["F1"] for w in allw]))
+            r["all_min"] = float(np.min([r[w.part]["F1"] for w in allw]))
+        res += rs
+    grid = res
+    res.sort(key=lambda r: -r["tune"])
+    md.append(f"\n## Stage 4: robustness grid with noise reassignment on {len(allw)} windows "
+              f"({len(grid)} configs, {time.time() - t:.0f}s)\n")
+    md.append(f"Ranked on mean F1 over tune windows {', '.join(tp)}; windows "
+              f"{', '.join(w.part for w in extra)} are held out. tau = reassignment threshold "
+              "(None = no reassignment). Cells: B-cubed F1.\n")
+    hdr = "| config | tau | " + " | ".join(f"part{w.part}" for w in allw) + \
+        " | tune mean | all mean | all min |"
+    sep = "|---" * (len(allw) + 5) + "|"
+
+    def line(r):
+        c = r["cfg"]
+        return (f"| {cfg_name(c)} | {c['tau']} | " + " | ".join(
+            f"{r[w.part]['F1']:.3f}" for w in allw) +
+            f" | {r['tune']:.3f} | {r['all_mean']:.3f} | {r['all_min']:.3f} |")
+    md += ["\n### Top 12 by tune mean\n", hdr, sep] + [line(r) for r in res[:12]]
+    by_all = sorted(res, key=lambda r: -r["all_mean"])
+    md += ["\n### Top 8 by mean over all windows (for information)\n", hdr, sep] + \
+        [line(r) for r in by_all[:8]]
+    for title, pred in (
+            ("Best plain-sklearn-compatible config (eps=0, eom) by tune mean",
+             lambda c: c["eps"] == 0.0),
+            ("Best without reassignment by tune mean", lambda c: c["tau"] is None),
+            ("Best leaf by tune mean", lambda c: c["method"] == "leaf")):
+        sub = [r for r in res if pred(r["cfg"])][:4]
+        md += [f"\n### {title}\n", hdr, sep] + [line(r) for r in sub]
+    md.append("\nBest tune mean by tau: " + ", ".join(
+        f"{tau}: {max(r['tune'] for r in res if r['cfg']['tau'] == tau):.3f}"
+        for tau in (None, 0.4, 0.5, 0.6)))
+    print(f"robust stage {len(grid)} configs in {time.time() - t:.0f}s", flush=True)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", nargs="+", default=["01", "03"])
     ap.add_argument("--holdout", nargs="*", default=["05"])
     ap.add_argument("--out", default="/work/main/bench/research/quality_sweep_results.md")
+    ap.add_argument("--extra", nargs="*", default=["02", "04"],
+                    help="further held-out windows for stage 4 only")
+    ap.add_argument("--only-robust", action="store_true",
+                    help="run only stage 4 and append it to --out")
     ap.add_argument("--json", default="/tmp/quality_sweep_results.json")
     args = ap.parse_args()
     T0 = time.time()
     tune = [Window(p) for p in args.tune]
     hold = [Window(p) for p in args.holdout]
+    extra = [Window(p) for p in args.extra]
+    if args.only_robust:
+        md = []
+        stage_robust(tune, hold + extra, md)
+        with open(args.out, "a") as f:
+            f.write("\n".join(md) + "\n")
+        print("appended to", args.out)
+        return
     allw = tune + hold
     tp, ap_ = [w.part for w in tune], [w.part for w in allw]
     md = ["# Quality sweep: sparse kNN graph + HDBSCAN on UCI headline windows\n",
@@ -387,6 +457,7 @@ def main():
         md.append(f"| {k} | {G.nnz} | {ts[0]:.2f}s | {ts[1]:.2f}s | {ts[2]:.2f}s |")
     md.append(f"\nkNN (faiss IndexFlatIP, k={KMAX}) at 10k: "
               + ", ".join(f"part{x.part} {x.knn_time:.1f}s" for x in allw))
+    stage_robust(tune, hold + extra, md)
     md.append(f"\nTotal script time {time.time() - T0:.0f}s.")
 
     with open(args.out, "w") as f:

@@ -1,0 +1,85 @@
+# streamer: every target installs what it needs (virtualenv, Python packages, Kafka jars,
+# Debian packages), so `make demo` and `make test` work on a fresh machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_FILE ?= examples/uci-news-sample.tsv
+DEMO_OUT ?= out/demo
+KAFKA_DIR ?= .cache/kafka/dev
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps kafka-jars deploy-tools setup test test-unit demo demo-batch demo-stream \
+        kafka-up kafka-down bench lint settings-table clean
+
+help:
+	@echo "make demo        batch report + streaming replay on the bundled sample (Milvus Lite, bundled model, local Kafka)"
+	@echo "make test        every test: unit and integration against real Kafka, Milvus (Lite and server) and the model"
+	@echo "make test-unit   the fast pure-core tests only"
+	@echo "make bench       benchmarks (see docs/benchmarks.md)"
+	@echo "make kafka-up    start a local Kafka broker (KRaft, 127.0.0.1); make kafka-down stops it"
+
+# Debian packages the project needs beyond the base image: Java and Maven for the Kafka broker,
+# iproute2/util-linux for the Milvus server's private network namespace.
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-jars: system-deps
+	$(PYTHON) tools/kafka/broker.py fetch
+
+deploy-tools:
+	@if [ -x tools/install-deploy-tools.sh ]; then tools/install-deploy-tools.sh; fi
+
+setup: venv kafka-jars deploy-tools
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: demo-batch demo-stream
+
+demo-batch: venv
+	@echo "== batch: streamer cluster $(DEMO_FILE)"
+	$(VENV)/bin/streamer cluster $(DEMO_FILE) --out $(DEMO_OUT) --uri .streamer/demo.db --set service.log_format=console --set service.log_level=WARNING
+	@echo "open $(DEMO_OUT)/plot.html in a browser for the UMAP map"
+
+demo-stream: venv kafka-jars
+	$(PY) tools/demo_stream.py --file $(DEMO_FILE) --out $(DEMO_OUT)
+
+kafka-up: kafka-jars
+	$(PYTHON) tools/kafka/broker.py up --dir $(KAFKA_DIR)
+
+kafka-down:
+	$(PYTHON) tools/kafka/broker.py down --dir $(KAFKA_DIR)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+settings-table: venv
+	$(VENV)/bin/streamer settings --markdown
+
+clean:
+	rm -rf out .streamer .pytest_cache .hypothesis
