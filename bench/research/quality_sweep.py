@@ -230,6 +230,52 @@ def stage_robust(tune, extra, md):
     return res
 
 
+# Recommended defaults (chosen from stage 4: tune-window plateau, k=15 keeps every window's
+# graph connected) and the runner-ups, evaluated in full by stage_final().
+RECOMMENDED = [
+    ("RECOMMENDED: k=15 ms=3 mcs=10 eom eps=0.25 + reassign tau=0.5",
+     dict(k=15, ms=3, mcs=10, method="eom", eps=0.25, tau=0.5)),
+    ("same without reassignment",
+     dict(k=15, ms=3, mcs=10, method="eom", eps=0.25, tau=None)),
+    ("runner-up, plain sklearn.cluster.HDBSCAN possible (eps=0): k=15 ms=5 mcs=10 eom + tau=0.5",
+     dict(k=15, ms=5, mcs=10, method="eom", eps=0.0, tau=0.5)),
+    ("runner-up, leaf: k=15 ms=3 mcs=10 leaf eps=0.3 + tau=0.5",
+     dict(k=15, ms=3, mcs=10, method="leaf", eps=0.3, tau=0.5)),
+    ("best without reassignment (stage 1): k=10 ms=1 mcs=20 eom eps=0.3",
+     dict(k=10, ms=1, mcs=20, method="eom", eps=0.3, tau=None)),
+]
+
+
+def stage_final(allw, md):
+    import hdbscan
+    md.append("\n## Final: recommended defaults and runner-ups, full metrics\n")
+    md.append("Labels computed with the plain `hdbscan.HDBSCAN(metric=\"precomputed\")` on the "
+              "sparse graph (the production-path call), then the optional noise reassignment. "
+              "Times: HDBSCAN fit / reassignment at 10k rows.\n")
+    md.append("| config | " + " | ".join(f"part{w.part} P/R/F1, ARI, AMI, noise, #clusters"
+                                         for w in allw) + " |")
+    md.append("|---" * (len(allw) + 1) + "|")
+    for name, c in RECOMMENDED:
+        cells = [name]
+        for w in allw:
+            G = w.graph(c["k"])
+            t0 = time.time()
+            lab = hdbscan.HDBSCAN(metric="precomputed", min_cluster_size=c["mcs"],
+                                  min_samples=c["ms"], cluster_selection_method=c["method"],
+                                  cluster_selection_epsilon=c["eps"]).fit_predict(G)
+            t1 = time.time()
+            assert np.array_equal(lab, hdb_fast(G, c["mcs"], c["ms"], c["method"], c["eps"]))
+            t2 = time.time()
+            if c["tau"] is not None:
+                lab = reassign_noise(lab, w.I, w.S, c["tau"])
+            t3 = time.time()
+            e = evaluate(lab, w.gold)
+            cells.append(f"{e['P']:.3f}/{e['R']:.3f}/**{e['F1']:.3f}** ARI {e['ARI']:.3f} "
+                         f"AMI {e['AMI']:.3f} noise {e['noise']:.2f} n={e['nclust']} "
+                         f"({t1 - t0:.2f}s / {t3 - t2:.3f}s)")
+        md.append("| " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", nargs="+", default=["01", "03"])
@@ -239,12 +285,21 @@ def main():
                     help="further held-out windows for stage 4 only")
     ap.add_argument("--only-robust", action="store_true",
                     help="run only stage 4 and append it to --out")
+    ap.add_argument("--only-final", action="store_true",
+                    help="run only the final table and append it to --out")
     ap.add_argument("--json", default="/tmp/quality_sweep_results.json")
     args = ap.parse_args()
     T0 = time.time()
     tune = [Window(p) for p in args.tune]
     hold = [Window(p) for p in args.holdout]
     extra = [Window(p) for p in args.extra]
+    if args.only_final:
+        md = []
+        stage_final(tune + hold + extra, md)
+        with open(args.out, "a") as f:
+            f.write("\n".join(md) + "\n")
+        print("appended to", args.out)
+        return
     if args.only_robust:
         md = []
         stage_robust(tune, hold + extra, md)
@@ -458,6 +513,7 @@ def main():
     md.append(f"\nkNN (faiss IndexFlatIP, k={KMAX}) at 10k: "
               + ", ".join(f"part{x.part} {x.knn_time:.1f}s" for x in allw))
     stage_robust(tune, hold + extra, md)
+    stage_final(tune + hold + extra, md)
     md.append(f"\nTotal script time {time.time() - T0:.0f}s.")
 
     with open(args.out, "w") as f:

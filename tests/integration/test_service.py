@@ -1,0 +1,223 @@
+"""`streamer run` end to end: real Kafka broker, real Milvus Lite, real model.
+
+Each test gets its own topics, consumer group and Milvus Lite file; services run as
+subprocesses and are stopped by the fixture that started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streamer.config import MilvusSettings
+from streamer.files import read_headlines
+from streamer.schema import AssignmentEvent, ClusterEvent
+from streamer.store import MilvusStore
+from tests.conftest import DATA
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+TUTORIAL = DATA / "news-headlines-2024" / "news_data_dedup.csv"
+
+
+def _headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
+    records, _ = read_headlines(TUTORIAL, skip=skip, limit=n)
+    return [
+        {"id": r.headline.id, "title": r.headline.title, "description": r.headline.description, "published_at": r.headline.published_at_ms}
+        for r in records
+    ]
+
+
+def _settings(bootstrap: str, tmp_path: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    run = uuid.uuid4().hex[:8]
+    base: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"g-{run}",
+            "input_topic": f"in-{run}",
+            "assignments_topic": f"assign-{run}",
+            "cluster_events_topic": f"clusters-{run}",
+            "dead_letter_topic": f"dlq-{run}",
+            "partitions": 2,
+            "max_batch_size": 32,
+        },
+        "milvus": {"uri": str(tmp_path / "milvus.db")},
+        "clustering": {"min_points": 100},
+        "tracking": {"recluster_every_n": 200, "recluster_interval_s": 3, "window_s": 1e9, "state_topic": f"state-{run}"},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return base
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=(keys[i] if keys else None)) for i, v in enumerate(values)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, messages: list[dict[str, Any]] | list[bytes]) -> None:
+    values = [m if isinstance(m, bytes) else json.dumps(m).encode() for m in messages]
+    keys = [None if isinstance(m, bytes) else str(m["id"]).encode() for m in messages]
+    asyncio.run(_produce(bootstrap, topic, values, keys))
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def arrival_events(read_topic: Any, topic: str) -> list[AssignmentEvent]:
+    return [AssignmentEvent.model_validate_json(m.value) for m in read_topic(topic, idle_s=2)]
+
+
+def milvus_ids(path: Path) -> list[str]:
+    with MilvusStore(MilvusSettings(uri=str(path)), 384) as store:
+        ids, _, _ = store.fetch_all(fields=())
+    return ids
+
+
+def test_every_headline_gets_exactly_one_arrival_event(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """N headlines in -> one arrival event per headline id, schema-valid, CloudEvents headers, keyed by id."""
+    s = _settings(kafka_bootstrap_servers, tmp_path)
+    svc = service_factory(s).start()
+    headlines = _headlines(300)
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines)
+    wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 300, 180, "300 processed")
+    assert svc.terminate() == 0
+    messages = read_topic(s["kafka"]["assignments_topic"])
+    events = [AssignmentEvent.model_validate_json(m.value) for m in messages]
+    arrivals = [e for e in events if e.reason == "arrival"]
+    assert sorted(e.headline_id for e in arrivals) == sorted(h["id"] for h in headlines)
+    for message, event in zip(messages, events, strict=True):
+        headers = dict(message.headers)
+        assert message.key == event.headline_id.encode()
+        assert headers["ce_id"].decode() == event.event_id and headers["ce_specversion"] == b"1.0"
+        assert headers["content-type"] == b"application/json" and b"assignment" in headers["ce_type"]
+    # A clustering ran (min_points=100): re-cluster events exist and later arrivals were assigned.
+    assert any(e.reason == "recluster" for e in events)
+    assert any(e.reason == "arrival" and e.status in ("assigned", "noise") for e in events)
+    lifecycle = [ClusterEvent.model_validate_json(m.value) for m in read_topic(s["kafka"]["cluster_events_topic"])]
+    assert any(e.type == "created" for e in lifecycle)
+    assert sorted(milvus_ids(tmp_path / "milvus.db")) == sorted(h["id"] for h in headlines)
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """Bad JSON, missing title, wrong types, oversized: DLQ with original bytes and reason; valid ones flow."""
+    s = _settings(kafka_bootstrap_servers, tmp_path, kafka={"max_message_bytes": 4096})
+    svc = service_factory(s).start()
+    good = _headlines(40)
+    bad = [b"{not json", json.dumps({"id": "x1"}).encode(), json.dumps({"id": "x2", "title": 42}).encode(),
+           json.dumps({"id": "x3", "title": "y" * 5000}).encode(), b"\xff\xfe\xfd", b"[]"]
+    mixed: list[bytes] = []
+    for i, h in enumerate(good):
+        mixed.append(json.dumps(h).encode())
+        if i < len(bad):
+            mixed.append(bad[i])
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], mixed)
+    wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 40, 120, "40 processed")
+    wait_for(lambda: svc.metric_value("streamer_messages_dead_lettered_total") >= len(bad), 60, "dead letters")
+    assert svc.terminate() == 0
+    dead = read_topic(s["kafka"]["dead_letter_topic"])
+    assert sorted(m.value for m in dead) == sorted(bad)
+    reasons = {dict(m.headers)["dlq_error_type"].decode() for m in dead}
+    assert reasons == {"invalid_json", "invalid_fields", "oversized", "invalid_utf8", "not_an_object"}
+    for m in dead:
+        headers = dict(m.headers)
+        assert headers["dlq_reason"] and headers["dlq_source_topic"].decode() == s["kafka"]["input_topic"]
+    arrivals = {e.headline_id for e in arrival_events(read_topic, s["kafka"]["assignments_topic"]) if e.reason == "arrival"}
+    assert arrivals == {h["id"] for h in good}
+
+
+def test_sigkill_mid_stream_loses_nothing(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """SIGKILL while processing, start again: every headline has an event; Milvus holds each id once."""
+    s = _settings(kafka_bootstrap_servers, tmp_path)
+    headlines = _headlines(600)
+    first = service_factory(s, name="first").start()
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines)
+    wait_for(lambda: first.metric_value("streamer_messages_processed_total") >= 100, 120, "100 processed")
+    first.kill()
+    processed_before_kill = {e.headline_id for e in arrival_events(read_topic, s["kafka"]["assignments_topic"])}
+    assert 0 < len(processed_before_kill) < 600  # killed mid-stream
+    second = service_factory(s, name="second").start()
+    wait_for(
+        lambda: {e.headline_id for e in arrival_events(read_topic, s["kafka"]["assignments_topic"]) if e.reason == "arrival"}
+        >= {h["id"] for h in headlines},
+        240,
+        "every headline to have an arrival event",
+        interval_s=3,
+    )
+    assert second.terminate() == 0
+    ids = milvus_ids(tmp_path / "milvus.db")
+    assert len(ids) == len(set(ids)) == 600
+
+
+def test_two_instances_split_partitions(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """Two services in one group share the partitions and together process every headline."""
+    s = _settings(kafka_bootstrap_servers, tmp_path, milvus={"uri": str(tmp_path / "a.db")})
+    s2 = json.loads(json.dumps(s))
+    s2["milvus"]["uri"] = str(tmp_path / "b.db")  # Milvus Lite is one process per file; a server would be shared
+    a = service_factory(s, name="a").start()
+    b = service_factory(s2, name="b").start()
+    headlines = _headlines(400)
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines)
+    total = lambda: a.metric_value("streamer_messages_processed_total") + b.metric_value("streamer_messages_processed_total")  # noqa: E731
+    wait_for(lambda: total() >= 400, 180, "400 processed by the pair")
+    processed_a = a.metric_value("streamer_messages_processed_total")
+    processed_b = b.metric_value("streamer_messages_processed_total")
+    assert a.terminate() == 0 and b.terminate() == 0
+    assert processed_a > 0 and processed_b > 0
+    arrivals = [e.headline_id for e in arrival_events(read_topic, s["kafka"]["assignments_topic"]) if e.reason == "arrival"]
+    assert sorted(set(arrivals)) == sorted(h["id"] for h in headlines)
+    assert len(arrivals) == 400  # no partition processed twice
+    assert len(milvus_ids(tmp_path / "a.db")) + len(milvus_ids(tmp_path / "b.db")) == 400
+
+
+def test_restart_keeps_cluster_ids(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """Stop after a clustering, start again with more headlines: known topics keep their ids."""
+    s = _settings(kafka_bootstrap_servers, tmp_path)
+    first = service_factory(s, name="first").start()
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], _headlines(300))
+    wait_for(lambda: first.metric_value("streamer_recluster_runs_total") >= 1 and first.metric_value("streamer_messages_processed_total") >= 300, 180, "a re-clustering run")
+    assert first.terminate() == 0
+    before = [ClusterEvent.model_validate_json(m.value) for m in read_topic(s["kafka"]["cluster_events_topic"])]
+    known = {e.cluster_id for e in before if e.type != "expired"}
+    second = service_factory(s, name="second").start()
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], _headlines(300, skip=300))
+    wait_for(lambda: second.metric_value("streamer_recluster_runs_total") >= 1 and second.metric_value("streamer_messages_processed_total") >= 300, 180, "a run after restart")
+    assert second.terminate() == 0
+    seen = {e.event_id for e in before}
+    after = [
+        e for e in (ClusterEvent.model_validate_json(m.value) for m in read_topic(s["kafka"]["cluster_events_topic"]))
+        if e.event_id not in seen
+    ]
+    assert after, "the second run published lifecycle events"
+    assert min(e.run_id for e in after) > max(e.run_id for e in before)  # run numbering continued
+    created_again = {e.cluster_id for e in after if e.type == "created"} & known
+    assert not created_again, f"ids reused for new clusters after restart: {created_again}"
+    assert any(e.cluster_id in known for e in after if e.type in ("updated", "merged", "split"))
