@@ -20,11 +20,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from streamer import __version__
 from streamer.logs import get_logger
 
-__all__ = ["Metrics", "Health", "HealthServer", "STAGES"]
+__all__ = ["Metrics", "Health", "HealthServer", "STAGES", "DLQ_REASONS", "LIFECYCLE_TYPES"]
 
 log = get_logger(__name__)
 
-STAGES = ("validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state")
+STAGES = ("fetch", "validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state")
+# Known label values, exported as zero series at start so increase() sees the first event.
+DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields")
+LIFECYCLE_TYPES = ("created", "updated", "merged", "split", "expired")
+RUN_OUTCOMES = ("ok", "failed")
+ASSIGNMENT_LABELS = (
+    ("arrival", "assigned"), ("arrival", "noise"), ("arrival", "unassigned"), ("recluster", "assigned"), ("recluster", "noise"),
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 _RECLUSTER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -71,6 +78,15 @@ class Metrics:
             registry=r,
         )
         self.recluster_runs = Counter("streamer_recluster_runs_total", "Re-clustering runs", ["outcome"], registry=r)
+        self.recluster_last_seconds = Gauge(
+            "streamer_recluster_last_duration_seconds", "Duration of the latest successful re-clustering run", registry=r
+        )
+        self.recluster_last_success = Gauge(
+            "streamer_recluster_last_success_timestamp_seconds", "When the latest re-clustering run finished", registry=r
+        )
+        self.recluster_leader = Gauge(
+            "streamer_recluster_leader", "1 on the instance that currently runs the re-clusterer", registry=r
+        )
         self.clusters_alive = Gauge("streamer_clusters_alive", "Clusters in the latest snapshot", registry=r)
         self.noise_share = Gauge("streamer_noise_ratio", "Share of the window that is noise", registry=r)
         self.window_size = Gauge("streamer_window_headlines", "Headlines in the clustering window", registry=r)
@@ -80,9 +96,22 @@ class Metrics:
         self.errors = Counter("streamer_errors_total", "Errors by pipeline stage", ["stage"], registry=r)
         self.retries = Counter("streamer_retries_total", "Retried batches by stage", ["stage"], registry=r)
         self.ready = Gauge("streamer_ready", "1 when Kafka, Milvus and the model are ready", registry=r)
-        for stage in STAGES:  # export zeros so dashboards have series before the first error
+        for stage in STAGES:  # export zeros so dashboards and alerts have series before the first event
             self.errors.labels(stage)
             self.retries.labels(stage)
+        for reason in DLQ_REASONS:
+            self.dead_lettered.labels(reason)
+        for kind in LIFECYCLE_TYPES:
+            self.lifecycle.labels(kind)
+        for outcome in RUN_OUTCOMES:
+            self.recluster_runs.labels(outcome)
+        for reason, status in ASSIGNMENT_LABELS:
+            self.assignments.labels(reason, status)
+
+    def watch_topic(self, topic: str) -> None:
+        """Export zero series for a topic's counters before its first message."""
+        self.consumed.labels(topic)
+        self.processed.labels(topic)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

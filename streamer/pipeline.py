@@ -198,12 +198,20 @@ class IngestPipeline:
             await asyncio.gather(lag_task, return_exceptions=True)
 
     async def _report_lag(self, stop: asyncio.Event) -> None:
+        reported: set[tuple[str, str]] = set()
         while not stop.is_set():
             try:
-                for (topic, partition), lag in (await self._source.lag()).items():
-                    self._metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+                current = {(t, str(p)): lag for (t, p), lag in (await self._source.lag()).items()}
             except StreamerError as exc:
                 log.debug("lag unavailable", error=str(exc))
+                current = None
+            if current is not None:
+                for key, lag in current.items():
+                    self._metrics.consumer_lag.labels(*key).set(lag)
+                # Partitions that moved to another member in a rebalance: their lag is not ours to report.
+                for key in reported - set(current):
+                    self._metrics.consumer_lag.remove(*key)
+                reported = set(current)
             await wait_for_any(stop, timeout_s=self._config.lag_interval_s)
 
     def _timed(self, stage: str) -> _StageTimer:

@@ -202,7 +202,9 @@ class Reclusterer:
             if stop.is_set():
                 return
             self._trigger.clear()
-            if is_leader is not None and not is_leader():
+            leading = is_leader is None or is_leader()
+            self._metrics.recluster_leader.set(1 if leading else 0)
+            if not leading:
                 continue
             try:
                 await self.run_once(retrier)
@@ -298,6 +300,9 @@ class Reclusterer:
             self._metrics.lifecycle.labels(event.type.value).inc()
         m = self._metrics
         m.recluster_seconds.observe(duration)
+        m.stage_seconds.labels("recluster").observe(duration)
+        m.recluster_last_seconds.set(duration)
+        m.recluster_last_success.set(time.time())
         m.recluster_runs.labels("ok").inc()
         m.clusters_alive.set(computed.clustering.n_clusters)
         m.noise_share.set(computed.clustering.noise_share)
@@ -343,11 +348,13 @@ class Reclusterer:
         return events
 
     async def persist(self, retrier: Retrier, live: LiveSnapshot) -> None:
+        started = time.perf_counter()
         registry_bytes = await self._runner.run(encode_state, self.registry.to_state())
         snapshot_bytes = await self._runner.run(encode_state, snapshot_to_state(live))
         topic = self._config.state_topic
         await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_REGISTRY_KEY, registry_bytes))
         await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_SNAPSHOT_KEY, snapshot_bytes))
+        self._metrics.stage_seconds.labels("state").observe(time.perf_counter() - started)
 
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Load the registry and snapshot read back from the state topic (after a restart)."""

@@ -133,6 +133,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         if role in ("all", "ingest"):
             tasks.append(asyncio.create_task(follow_state(k, settings.tracking.state_topic, on_state, stop), name="state"))
         if source is not None:
+            metrics.watch_topic(k.input_topic)
             await source.start(timeout_s=_START_TIMEOUT_S)
             health.set("kafka", True)
             pipeline = IngestPipeline(
