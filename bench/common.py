@@ -1,0 +1,106 @@
+"""Shared benchmark helpers: UCI windows, cached embeddings, peak-RSS measurement in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+UCI = DATA / "uci-news-aggregator"
+CACHE = REPO / ".cache" / "bench"
+sys.path.insert(0, str(REPO))
+
+
+def uci_rows(start: int, count: int) -> list[dict[str, str]]:
+    """Rows ``start .. start+count`` of the time-ordered UCI stream (parts concatenated)."""
+    out: list[dict[str, str]] = []
+    skipped = 0
+    for part in sorted(UCI.glob("newsCorpora_noURL.part*.tsv")):
+        with part.open(encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            for row in reader:
+                if skipped < start:
+                    skipped += 1
+                    continue
+                out.append(row)
+                if len(out) == count:
+                    return out
+    return out
+
+
+def embeddings(name: str, texts: list[str]) -> np.ndarray:
+    """Embed with the bundled model, cached under .cache/bench/<name>.npy."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{name}.npy"
+    if path.exists():
+        cached = np.load(path)
+        if len(cached) == len(texts):
+            return cached
+    from streamer.config import EmbeddingSettings
+    from streamer.embedding import FlagEmbedder
+
+    embedder = FlagEmbedder(EmbeddingSettings(threads=2))
+    vectors = embedder.encode(texts, progress=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def uci_window(start: int, count: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """(ids, titles, stories, vectors) of a UCI window."""
+    rows = uci_rows(start, count)
+    titles = [r["TITLE"] for r in rows]
+    superset = CACHE / "uci_0_100000.npy"
+    if start + count <= 100_000 and superset.exists():  # windows of the first 100k share one cache
+        vectors = np.load(superset, mmap_mode="r")[start : start + count].copy()
+    else:
+        vectors = embeddings(f"uci_{start}_{count}", titles)
+    return [r["ID"] for r in rows], titles, np.array([r["STORY"] for r in rows]), vectors
+
+
+def run_measured(code: str, timeout_s: float = 3600) -> dict[str, Any]:
+    """Run Python ``code`` in a fresh interpreter; returns its last JSON stdout line plus wall time,
+    that child's own peak RSS (MiB, from wait4) and the signal if it crashed."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out, stderr=err, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        deadline = started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    result: dict[str, Any] = {
+        "wall_s": round(wall, 2),
+        "returncode": proc.returncode,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    }
+    if proc.returncode < 0:
+        result["crashed"] = f"signal {-proc.returncode}"
+    if proc.returncode == 0 and stdout.strip():
+        result.update(json.loads(stdout.strip().splitlines()[-1]))
+    elif proc.returncode != 0:
+        result["stderr_tail"] = stderr.strip().splitlines()[-3:]
+    return result
