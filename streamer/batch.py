@@ -65,6 +65,7 @@ def params_from_settings(settings: ClusteringSettings) -> HdbscanParams:
         selection_method=settings.selection_method,
         selection_epsilon=settings.selection_epsilon,
         max_cluster_size=settings.max_cluster_size,
+        attach_similarity=settings.attach_similarity,
     )
 
 

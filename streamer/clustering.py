@@ -6,6 +6,13 @@ probabilities and per-cluster persistence, deterministic for a given graph.
 
 Edge cases are answered here, not by the library: no points -> empty result;
 fewer points than ``min_cluster_size`` or than ``min_samples + 1`` -> all noise.
+
+After HDBSCAN, a noise point whose nearest clustered neighbour on the graph has
+cosine similarity >= ``attach_similarity`` joins that neighbour's cluster with
+probability 0 (attached, not part of the dense core). On UCI windows this lifts
+B-cubed F1 from ~0.71 to ~0.75 (recall +0.15, precision -0.07): HDBSCAN leaves
+many headlines of a story as noise because their phrasing is unusual, while
+their nearest neighbour is clearly the story (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class HdbscanParams:
     selection_method: str = "leaf"
     selection_epsilon: float = 0.0
     max_cluster_size: int = 0
+    attach_similarity: float = 0.0  # 0 = keep HDBSCAN's noise as it is
 
     def __post_init__(self) -> None:
         if self.min_cluster_size < 2:
@@ -41,6 +49,8 @@ class HdbscanParams:
             raise ValueError(f"selection_epsilon must be >= 0, got {self.selection_epsilon}")
         if self.max_cluster_size < 0:
             raise ValueError(f"max_cluster_size must be >= 0, got {self.max_cluster_size}")
+        if not 0.0 <= self.attach_similarity <= 1.0:
+            raise ValueError(f"attach_similarity must be in [0, 1], got {self.attach_similarity}")
 
 
 @dataclass(frozen=True)
@@ -113,4 +123,28 @@ def run_hdbscan(graph: sp.csr_matrix, params: HdbscanParams) -> Clustering:
     labels = np.asarray(clusterer.labels_, dtype=np.int64)
     probabilities = np.nan_to_num(np.asarray(clusterer.probabilities_, dtype=np.float64), nan=0.0)
     persistence = np.asarray(getattr(clusterer, "cluster_persistence_", np.zeros(0)), dtype=np.float64)
+    if params.attach_similarity > 0:
+        labels = attach_noise(graph, labels, params.attach_similarity)
     return Clustering(labels, probabilities, persistence)
+
+
+def attach_noise(graph: sp.csr_matrix, labels: np.ndarray, min_similarity: float) -> np.ndarray:
+    """Noise points take the cluster of their nearest clustered graph neighbour if it is close enough.
+
+    One pass over HDBSCAN's own labels (attached points do not attach others), so the result
+    does not depend on point order. ``min_similarity`` is a cosine similarity; graph entries are
+    distances ``1 - similarity`` (bridges, at 4.0, never qualify).
+    """
+    out = labels.copy()
+    max_distance = 1.0 - min_similarity
+    coo = graph.tocoo()
+    usable = (labels[coo.row] == NOISE) & (labels[coo.col] != NOISE) & (coo.data <= max_distance)
+    rows, cols, dist = coo.row[usable], coo.col[usable], coo.data[usable]
+    if rows.size == 0:
+        return out
+    # Nearest usable neighbour per noise row: sort by (row, distance, column) and keep the first.
+    order = np.lexsort((cols, dist, rows))
+    rows, cols = rows[order], cols[order]
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    out[rows[first]] = labels[cols[first]]
+    return out

@@ -140,10 +140,15 @@ class GraphSettings(_Section):
 class ClusteringSettings(_Section):
     """HDBSCAN on the kNN graph. Defaults chosen on the UCI stream: see docs/benchmarks.md."""
 
-    min_cluster_size: int = Field(5, ge=2)
-    min_samples: int = Field(2, ge=1)
-    selection_method: Literal["eom", "leaf"] = Field("leaf")
-    selection_epsilon: float = Field(0.0, ge=0.0, le=2.0)
+    min_cluster_size: int = Field(10, ge=2, description="Smallest topic HDBSCAN reports.")
+    min_samples: int = Field(3, ge=1, description="Neighbours that make a point dense (core distance).")
+    selection_method: Literal["eom", "leaf"] = Field("eom")
+    selection_epsilon: float = Field(
+        0.25, ge=0.0, le=2.0, description="Clusters closer than this cosine distance are not split further."
+    )
+    attach_similarity: float = Field(
+        0.5, ge=0.0, le=1.0, description="Noise joins its nearest clustered neighbour at this cosine or more (0 = off)."
+    )
     max_cluster_size: int = Field(0, ge=0, description="0 = unlimited.")
     min_points: int = Field(50, ge=2, description="The first clustering waits for this many headlines.")
     keywords: int = Field(8, ge=1, le=50, description="c-TF-IDF keywords kept per cluster.")
@@ -250,6 +255,15 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = TrackingSettings()
     kafka: KafkaSettings = KafkaSettings()
     service: ServiceSettings = ServiceSettings()
+
+    @model_validator(mode="after")
+    def _graph_covers_min_samples(self) -> Settings:
+        if self.graph.k < self.clustering.min_samples:
+            raise ValueError(
+                f"graph.k ({self.graph.k}) must be >= clustering.min_samples ({self.clustering.min_samples}): "
+                "every headline needs min_samples neighbours for its core distance"
+            )
+        return self
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:

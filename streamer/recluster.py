@@ -117,6 +117,7 @@ def snapshot_to_state(live: LiveSnapshot) -> dict[str, Any]:
         "version": 1,
         "run_id": s.run_id,
         "min_samples": s.min_samples,
+        "attach_similarity": s.attach_similarity,
         "ids": list(s.ids),
         "labels": s.labels.tolist(),
         "probabilities": np.round(s.probabilities, 4).tolist(),
@@ -140,6 +141,7 @@ def snapshot_from_state(state: dict[str, Any]) -> LiveSnapshot:
         persistence=np.zeros(len(state["reach"])),
         min_samples=int(state["min_samples"]),
         position={hid: i for i, hid in enumerate(ids)},
+        attach_similarity=float(state.get("attach_similarity", 0.0)),
     )
     return LiveSnapshot(snapshot, np.asarray(state["stable_ids"], np.int64))
 
@@ -265,7 +267,9 @@ class Reclusterer:
         graph = build_distance_graph(export.table)
         clustering = run_hdbscan(graph, c.params)
         summaries = summarise_clusters(export.ids, export.titles, export.vectors, clustering, c.keywords)
-        snapshot = build_snapshot(run_id, export.ids, graph, clustering, c.params.min_samples)
+        snapshot = build_snapshot(
+            run_id, export.ids, graph, clustering, c.params.min_samples, c.params.attach_similarity
+        )
         return _Computed(export, clustering, snapshot, summaries, expired)
 
     async def run_once(self, retrier: Retrier) -> RunReport | None:

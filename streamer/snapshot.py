@@ -13,7 +13,10 @@ refuses for ``metric="precomputed"``):
 4. it is noise when m exceeds the cluster's *reach* (the largest distance at
    which a member joined the cluster), else its probability is
    ``tight / m`` capped at 1, where *tight* is the smallest such distance
-   (hdbscan's lambda / max-lambda, written in distances).
+   (hdbscan's lambda / max-lambda, written in distances);
+5. like the re-clusterer's attach rule (:func:`streamer.clustering.attach_noise`), a
+   would-be noise arrival whose most similar clustered neighbour has cosine
+   similarity >= ``attach_similarity`` joins that cluster with probability 0.
 
 Pure numpy; no I/O.
 """
@@ -54,6 +57,7 @@ class Snapshot:
     persistence: np.ndarray
     min_samples: int
     position: dict[str, int]
+    attach_similarity: float = 0.0
 
     @property
     def n_clusters(self) -> int:
@@ -87,7 +91,12 @@ def exit_distances(graph: sp.csr_matrix, labels: np.ndarray, core: np.ndarray) -
 
 
 def build_snapshot(
-    run_id: int, ids: list[str], graph: sp.csr_matrix, clustering: Clustering, min_samples: int
+    run_id: int,
+    ids: list[str],
+    graph: sp.csr_matrix,
+    clustering: Clustering,
+    min_samples: int,
+    attach_similarity: float = 0.0,
 ) -> Snapshot:
     """Freeze a clustering of ``ids`` (positions match graph rows) into a :class:`Snapshot`."""
     n = len(ids)
@@ -115,6 +124,7 @@ def build_snapshot(
         persistence=persistence,
         min_samples=min_samples,
         position={hid: i for i, hid in enumerate(ids)},
+        attach_similarity=attach_similarity,
     )
 
 
@@ -141,14 +151,20 @@ def assign_arrivals(
             pos = snapshot.position.get(hid)
             if pos is not None:
                 known.append((d, pos))
-        if not known or len(dists) < snapshot.min_samples:
+        if not known:
             continue
-        core_x = sorted(dists)[snapshot.min_samples - 1]
-        best_m, best_pos = min((max(core_x, snapshot.core[pos], d), pos) for d, pos in known)
-        cluster = int(snapshot.labels[best_pos])
-        if cluster == NOISE or best_m > snapshot.reach[cluster]:
-            continue
-        labels[i] = cluster
-        tight = snapshot.tight[cluster]
-        probs[i] = 1.0 if best_m <= 0 else min(1.0, tight / best_m)
+        if len(dists) >= snapshot.min_samples:
+            core_x = sorted(dists)[snapshot.min_samples - 1]
+            best_m, best_pos = min((max(core_x, snapshot.core[pos], d), pos) for d, pos in known)
+            cluster = int(snapshot.labels[best_pos])
+            if cluster != NOISE and best_m <= snapshot.reach[cluster]:
+                labels[i] = cluster
+                probs[i] = 1.0 if best_m <= 0 else min(1.0, snapshot.tight[cluster] / best_m)
+                continue
+        if snapshot.attach_similarity > 0:
+            clustered = [(d, pos) for d, pos in known if snapshot.labels[pos] != NOISE]
+            if clustered:
+                d, pos = min(clustered)
+                if 1.0 - d >= snapshot.attach_similarity:
+                    labels[i] = int(snapshot.labels[pos])
     return Assignment(labels, probs)

@@ -132,3 +132,34 @@ def test_shuffled_input_gives_same_partition(seed: int) -> None:
     b = run_hdbscan(_graph(x[perm], 8), params).labels
     pairs = set(zip(a[perm].tolist(), b.tolist(), strict=True))
     assert len({p for p, _ in pairs}) == len(pairs) == len({q for _, q in pairs})
+
+
+def test_attach_joins_noise_to_a_close_clustered_neighbour() -> None:
+    """A noise point whose nearest clustered neighbour is within 1 - min_similarity takes its cluster."""
+    graph = sp.csr_matrix(np.array([[0, 0.1, 0.9], [0.1, 0, 0.3], [0.9, 0.3, 0]]))
+    labels = np.array([0, NOISE, NOISE])
+    from streamer.clustering import attach_noise
+
+    assert attach_noise(graph, labels, 0.8).tolist() == [0, 0, NOISE]  # point 2's only clustered neighbour is 0 at 0.9
+
+
+def test_attach_does_not_chain() -> None:
+    """Attached points do not attach others: one pass over HDBSCAN's own labels."""
+    from streamer.clustering import attach_noise
+
+    graph = sp.csr_matrix(np.array([[0, 0.1, 0], [0.1, 0, 0.1], [0, 0.1, 0]]))
+    assert attach_noise(graph, np.array([0, NOISE, NOISE]), 0.5).tolist() == [0, 0, NOISE]
+
+
+def test_attach_ignores_bridges() -> None:
+    """Bridge edges (distance 4) never attach a point to another component's cluster."""
+    a = unit_rows(np.array([[1, 0.02 * i, 0, 0] for i in range(8)], float))
+    outlier = unit_rows(np.array([[0, 0, 1, 0]], float))
+    result = run_hdbscan(_graph(np.vstack([a, outlier]), 3), HdbscanParams(min_cluster_size=4, attach_similarity=0.01))
+    assert result.labels[-1] == NOISE
+
+
+def test_attach_similarity_out_of_range_is_rejected() -> None:
+    """attach_similarity outside [0, 1] is a parameter error."""
+    with pytest.raises(ValueError, match="attach_similarity"):
+        HdbscanParams(attach_similarity=1.5)

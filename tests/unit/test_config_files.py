@@ -126,3 +126,9 @@ def test_unknown_extension(tmp_path: Path) -> None:
     """Only .csv, .tsv and .jsonl are read."""
     with pytest.raises(InputError, match="unknown file type"):
         read_headlines(_write(tmp_path, "x.xlsx", "a"))
+
+
+def test_k_must_cover_min_samples() -> None:
+    """A graph with fewer neighbours than min_samples is refused across sections, naming both."""
+    with pytest.raises(ConfigError, match=r"graph.k \(2\) must be >= clustering.min_samples \(3\)"):
+        load_settings({"graph": {"k": 2}, "clustering": {"min_samples": 3}})

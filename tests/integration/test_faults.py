@@ -1,0 +1,308 @@
+"""Faults injected into a running ``streamer run``: real Kafka, real Milvus, real model, counts asserted.
+
+Every test counts what went in against what came out:
+
+- lost: input headlines without an arrival event (must be 0);
+- duplicates: arrival events beyond the first per headline id (at-least-once redeliveries
+  of batches that were not committed yet);
+- Milvus: each id stored exactly once (the id is the primary key: an upsert).
+
+Measured numbers are printed (``-s`` shows them) and recorded in docs/reliability.md.
+Servers a test starts bind 127.0.0.1 and are stopped by that test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamer.config import MilvusSettings
+from streamer.schema import AssignmentEvent, RawRecord
+from streamer.store import MilvusStore
+from streamer.validation import Rejection, parse_record
+from tests.conftest import DATA
+from tests.plugins.kafka_broker import KafkaBroker
+from tests.plugins.milvus_server import MilvusServer
+from tests.plugins.streamer_fixtures import read_all
+
+pytestmark = pytest.mark.integration
+
+UCI = DATA / "uci-news-aggregator" / "newsCorpora_noURL.part01.tsv"
+BATCH = 64
+PARTITIONS = 2
+
+
+# --------------------------------------------------------------------------- helpers (shared by the fault,
+# fuzz and security tests)
+
+
+def uci_headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
+    """``n`` headline messages from the UCI News Aggregator TSV (unique ids ``uci-<ID>``), valid ones only."""
+    out: list[dict[str, Any]] = []
+    with UCI.open(encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(rows)  # header
+        for i, row in enumerate(rows):
+            if i < skip or len(row) < 7:
+                continue
+            message = {"id": f"uci-{row[0]}", "title": row[1], "source": row[2], "published_at": int(row[6])}
+            record = RawRecord("t", 0, 0, None, json.dumps(message).encode(), (), 0)
+            if isinstance(parse_record(record, max_bytes=65_536, ingested_at_ms=0), Rejection):
+                continue
+            out.append(message)
+            if len(out) == n:
+                break
+    assert len(out) == n, f"only {len(out)} usable rows in {UCI}"
+    return out
+
+
+def fault_settings(bootstrap: str, milvus_uri: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Unique topics and group; short session timeout so a killed member leaves the group fast."""
+    run = uuid.uuid4().hex[:8]
+    base: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"g-{run}",
+            "input_topic": f"in-{run}",
+            "assignments_topic": f"assign-{run}",
+            "cluster_events_topic": f"clusters-{run}",
+            "dead_letter_topic": f"dlq-{run}",
+            "partitions": PARTITIONS,
+            "max_batch_size": BATCH,
+            "session_timeout_ms": 6000,
+        },
+        "milvus": {"uri": milvus_uri, "collection": f"faults_{run}"},
+        # Re-clustering stays on but rare: these tests are about ingest, and CPU is short here.
+        "clustering": {"min_points": 200},
+        "tracking": {
+            "recluster_every_n": 4000,
+            "recluster_interval_s": 120,
+            "window_s": 1e9,
+            "state_topic": f"state-{run}",
+        },
+        "embedding": {"threads": 2},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return base
+
+
+async def _produce_async(
+    bootstrap: str, topic: str, messages: list[dict[str, Any]] | list[bytes], rate_per_s: float | None = None,
+    keys: list[bytes | None] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pending = []
+        for i, m in enumerate(messages):
+            if rate_per_s:
+                delay = started + i / rate_per_s - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            value = m if isinstance(m, bytes) else json.dumps(m).encode()
+            key = keys[i] if keys is not None else (None if isinstance(m, bytes) else str(m["id"]).encode())
+            pending.append(await producer.send(topic, value=value, key=key))
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, messages: list[Any], *, rate_per_s: float | None = None,
+            keys: list[bytes | None] | None = None) -> None:
+    asyncio.run(_produce_async(bootstrap, topic, messages, rate_per_s, keys))
+
+
+def produce_in_background(bootstrap: str, topic: str, messages: list[Any], rate_per_s: float) -> threading.Thread:
+    thread = threading.Thread(target=produce, args=(bootstrap, topic, messages), kwargs={"rate_per_s": rate_per_s},
+                              daemon=True, name="test-producer")
+    thread.start()
+    return thread
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.5) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def _offsets(bootstrap: str, group: str, topic: str, partitions: int) -> tuple[int, int]:
+    """(sum of the group's committed offsets, sum of the end offsets) of ``topic``."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        ends = await consumer.end_offsets(tps)
+        return sum(max(0, committed[tp].offset) for tp in tps if tp in committed), sum(ends.values())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def offsets(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> tuple[int, int]:
+    return asyncio.run(_offsets(bootstrap, group, topic, partitions))
+
+
+def all_committed(bootstrap: str, settings: dict[str, dict[str, Any]], expected: int) -> bool:
+    committed, end = offsets(bootstrap, settings["kafka"]["group_id"], settings["kafka"]["input_topic"])
+    return end >= expected and committed == end
+
+
+def arrival_counts(bootstrap: str, topic: str) -> Counter[str]:
+    """Arrival events per headline id on the assignments topic."""
+    messages = asyncio.run(read_all(bootstrap, topic, idle_s=2, timeout_s=120))
+    events = (AssignmentEvent.model_validate_json(m.value) for m in messages)
+    return Counter(e.headline_id for e in events if e.reason == "arrival")
+
+
+def milvus_ids(uri: str, collection: str, token: str | None = None) -> list[str]:
+    with MilvusStore(MilvusSettings(uri=uri, collection=collection, token=token), 384) as store:
+        ids, _, _ = store.fetch_all(fields=())
+    return ids
+
+
+def drop_collection(uri: str, collection: str, token: str | None = None) -> None:
+    with MilvusStore(MilvusSettings(uri=uri, collection=collection, token=token), 384) as store:
+        store.drop()
+
+
+def assert_nothing_lost(counts: Counter[str], headlines: list[dict[str, Any]]) -> tuple[int, int]:
+    """Returns (lost, duplicates); asserts lost == 0 and that no unknown id showed up."""
+    expected = {h["id"] for h in headlines}
+    lost = len(expected - set(counts))
+    assert lost == 0, f"{lost} headlines without an arrival event, e.g. {sorted(expected - set(counts))[:5]}"
+    assert set(counts) == expected, f"unexpected ids: {sorted(set(counts) - expected)[:5]}"
+    return lost, sum(counts.values()) - len(counts)
+
+
+def report(name: str, **numbers: Any) -> None:
+    print(f"\n[reliability] {name}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()), flush=True)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# --------------------------------------------------------------------------- 1. broker SIGKILL
+
+
+@pytest.mark.timeout(300)
+def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path: Path) -> None:
+    """A dedicated broker is SIGKILLed mid-stream and restarted on the same ports and log dirs.
+
+    The service is not restarted: it reconnects by itself. Every headline ends with an arrival
+    event, Milvus holds each id once, the process is alive and ready at the end.
+    """
+    broker = KafkaBroker(tmp_path / "kafka")
+    broker.start(timeout_s=90)
+    try:
+        bootstrap = broker.bootstrap_servers
+        s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
+        headlines = uci_headlines(1500)
+        svc = service_factory(s, name="broker-kill").start()
+        produce(bootstrap, s["kafka"]["input_topic"], headlines[:1000])
+        wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 300, 120, "300 processed")
+
+        broker.kill()
+        killed_at = time.monotonic()
+        processed_at_kill = svc.metric_value("streamer_messages_processed_total")
+        # The service notices (a commit or produce fails) and reports Kafka unready, but stays up.
+        wait_for(lambda: svc.readyz()[0] == 503, 60, "/readyz 503 while the broker is down", interval_s=0.2)
+        status, body = svc.readyz()
+        assert body["components"]["kafka"] is False, body
+        time.sleep(max(0.0, 5 - (time.monotonic() - killed_at)))
+        assert svc.proc.poll() is None, "the service died with the broker"
+
+        broker.start(timeout_s=90)  # same ports, same log dirs
+        restarted_at = time.monotonic()
+        before = svc.metric_value("streamer_messages_processed_total")
+        recovery_s = wait_for(
+            lambda: svc.metric_value("streamer_messages_processed_total") > before, 120,
+            "the next processed message after the broker restart", interval_s=0.1,
+        )
+        ready_s = wait_for(lambda: svc.readyz()[0] == 200, 60, "/readyz 200 again", interval_s=0.2)
+        produce(bootstrap, s["kafka"]["input_topic"], headlines[1000:])
+        wait_for(lambda: all_committed(bootstrap, s, 1500), 180, "every offset committed", interval_s=2)
+
+        assert svc.proc.poll() is None and svc.readyz()[0] == 200
+        counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
+        lost, duplicates = assert_nothing_lost(counts, headlines)
+        assert svc.terminate() == 0
+        ids = milvus_ids(s["milvus"]["uri"], s["milvus"]["collection"])
+        assert len(ids) == len(set(ids)) == 1500
+        assert duplicates <= BATCH * PARTITIONS  # at most the batch in flight when the broker died
+        report(
+            "broker SIGKILL", messages=1500, processed_at_kill=int(processed_at_kill), lost=lost,
+            duplicates=duplicates, broker_down_s=round(restarted_at - killed_at, 1),
+            recovery_s=round(recovery_s, 2), ready_again_s=round(ready_s + recovery_s, 2),
+        )
+    finally:
+        broker.kill()
+
+
+# --------------------------------------------------------------------------- 2. service SIGKILL x5
+
+
+@pytest.mark.timeout(480)
+def test_service_sigkill_five_times_during_10k_stream(
+    kafka_bootstrap_servers: str, service_factory: Any, tmp_path: Path
+) -> None:
+    """10,000 headlines; the service is SIGKILLed at five random points and started again each time.
+
+    Zero headlines without an event; duplicate arrival events only from batches that were in
+    flight (uncommitted) at a kill; Milvus holds each id once.
+    """
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    n, kills = 10_000, 5
+    bootstrap = kafka_bootstrap_servers
+    s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
+    headlines = uci_headlines(n)
+    produce(bootstrap, s["kafka"]["input_topic"], headlines)
+    kill_points = []
+    for i in range(kills):
+        svc = service_factory(s, name=f"kill-{i}").start()
+        target = rng.randint(200, 1200)
+        wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= target, 180,
+                 f"{target} processed before kill {i + 1}", interval_s=0.2)
+        time.sleep(rng.uniform(0, 0.5))  # land anywhere inside a batch: embed, upsert, produce or commit
+        kill_points.append(int(svc.metric_value("streamer_messages_processed_total")))
+        svc.kill()
+    final = service_factory(s, name="final").start()
+    wait_for(lambda: all_committed(bootstrap, s, n), 360, "every offset committed", interval_s=2)
+    assert final.terminate() == 0
+
+    counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
+    lost, duplicates = assert_nothing_lost(counts, headlines)
+    assert duplicates <= kills * BATCH * PARTITIONS, f"{duplicates} duplicates from {kills} kills"
+    ids = milvus_ids(s["milvus"]["uri"], s["milvus"]["collection"])
+    assert len(ids) == len(set(ids)) == n
+    report("service SIGKILL x5", seed=seed, messages=n, processed_per_life=kill_points, lost=lost,
+           duplicates=duplicates, bound=kills * BATCH * PARTITIONS)
