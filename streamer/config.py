@@ -171,6 +171,9 @@ class TrackingSettings(_Section):
     max_window_size: int = Field(100_000, ge=10, description="Cap on headlines in the window; oldest expire first.")
     recluster_interval_s: float = Field(60.0, gt=0)
     recluster_every_n: int = Field(1000, ge=1, description="Re-cluster after this many new arrivals.")
+    recluster_noise_n: int = Field(
+        200, ge=0, description="Re-cluster early after this many arrivals published as noise/unassigned (0 = off)."
+    )
     delete_expired_from_store: bool = Field(True, description="Also delete expired headlines from Milvus.")
     match_threshold: float = Field(0.3, gt=0, le=1, description="Min Jaccard overlap for a new cluster to keep an old id.")
     split_min_share: float = Field(

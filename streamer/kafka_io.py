@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     AuthenticationFailedError,
     KafkaError,
+    KafkaTimeoutError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
 )
@@ -62,7 +63,10 @@ def _translate_errors(operation: str) -> Iterator[None]:
     except KafkaError as exc:
         error = BrokerError(f"Kafka {operation} failed: {type(exc).__name__}: {exc}")
         auth_failed = isinstance(exc, AuthenticationFailedError | SaslAuthenticationFailed)
-        error.retriable = bool(getattr(exc, "retriable", True)) and not auth_failed
+        # aiokafka marks its client-side timeout (e.g. a produce batch that found no broker within
+        # request_timeout_ms) as not retriable, but it is the very symptom of a broker outage.
+        transient = isinstance(exc, KafkaTimeoutError)
+        error.retriable = (bool(getattr(exc, "retriable", True)) or transient) and not auth_failed
         raise error from exc
 
 

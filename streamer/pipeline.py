@@ -99,6 +99,7 @@ class Arrivals:
     vectors: np.ndarray
     neighbour_ids: list[list[str]]
     neighbour_sims: np.ndarray
+    unplaced: int = 0  # arrivals published as noise or unassigned: a sign of emerging topics
 
 
 class ArrivalListener(Protocol):
@@ -290,7 +291,8 @@ class IngestPipeline:
             self._holder.last_assigned[event.headline_id] = event.cluster_id
         # 8. the window learns the arrivals (the re-clusterer runs on its own schedule)
         if self._listener is not None:
-            self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims))
+            unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)
+            self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims, unplaced))
 
     def _assign(self, headlines: list[Headline], found: list[list[str]], sims: np.ndarray) -> list[AssignmentEvent]:
         live = self._holder.current

@@ -1,8 +1,9 @@
 """The windowed re-clusterer: keeps the window's graph, runs HDBSCAN, tracks ids, publishes changes.
 
-A run (:meth:`Reclusterer.run_once`) is triggered every ``recluster_interval_s`` or
-after ``recluster_every_n`` arrivals, whichever comes first (and as soon as the
-window first holds ``min_points`` headlines):
+A run (:meth:`Reclusterer.run_once`) is triggered every ``recluster_interval_s``,
+after ``recluster_every_n`` arrivals, or after ``recluster_noise_n`` arrivals the
+snapshot could not place (a new story is breaking), whichever comes first, and as
+soon as the window first holds ``min_points`` headlines:
 
 1. catch up with Milvus: rows ingested since the last run that the window has not
    seen (other ingest instances, or everything after a restart) join it;
@@ -76,6 +77,7 @@ class ReclusterConfig:
     max_window_size: int = 100_000
     interval_s: float = 60.0
     every_n: int = 1000
+    every_unplaced: int = 200
     delete_expired: bool = True
     drift_share: float = 0.25
     state_topic: str = "streamer-state"
@@ -171,6 +173,7 @@ class Reclusterer:
         self.window = WindowGraph(config.k, dim)
         self._pending: list[Arrivals] = []
         self._arrivals_since_run = 0
+        self._unplaced_since_run = 0
         self._trigger = asyncio.Event()
         self._ingested_watermark_ms = 0
         self.reports: list[RunReport] = []
@@ -180,9 +183,13 @@ class Reclusterer:
         """Buffer a processed batch; the window takes it in the worker thread at the next run."""
         self._pending.append(arrivals)
         self._arrivals_since_run += len(arrivals.headlines)
+        self._unplaced_since_run += arrivals.unplaced
         known = len(self.window) + self._arrivals_since_run
         no_snapshot_yet = self._holder.current is None and known >= self._config.min_points
-        if self._arrivals_since_run >= self._config.every_n or no_snapshot_yet:
+        # Arrivals the snapshot cannot place pile up when new stories break: re-cluster early so
+        # they get topics (and ids) sooner instead of waiting for the count or the clock.
+        emerging = self._config.every_unplaced and self._unplaced_since_run >= self._config.every_unplaced
+        if self._arrivals_since_run >= self._config.every_n or emerging or no_snapshot_yet:
             self._trigger.set()
 
     def _add(self, arrivals: Arrivals) -> None:
@@ -278,6 +285,7 @@ class Reclusterer:
         pending, self._pending = self._pending, []
         computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
         self._arrivals_since_run = 0
+        self._unplaced_since_run = 0
         if computed is None:
             return None
         if computed.expired and self._config.delete_expired:

@@ -78,9 +78,12 @@ def to_epoch_ms(value: Any) -> int | None:
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         ms = int(dt.timestamp() * 1000)
     elif isinstance(value, int | float) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-        number = float(value)
         # Seconds and milliseconds are told apart by magnitude (1e11 s is the year 5138).
-        ms = int(number * 1000) if abs(number) < 1e11 else int(number)
+        try:
+            number = float(value)
+            ms = int(number * 1000) if abs(number) < 1e11 else int(number)
+        except OverflowError:  # Infinity, 1e400, a 400-digit integer: pydantic only catches ValueError
+            raise ValueError(f"timestamp {str(value)[:40]!r} is outside 1970..2200") from None
     elif isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         if len(text) >= 3 and text[-3] in "+-" and text[-2:].isdigit() and ":" not in text[-6:]:

@@ -49,6 +49,7 @@ def recluster_config(settings: Settings) -> ReclusterConfig:
         max_window_size=t.max_window_size,
         interval_s=t.recluster_interval_s,
         every_n=t.recluster_every_n,
+        every_unplaced=t.recluster_noise_n,
         delete_expired=t.delete_expired_from_store,
         drift_share=t.drift_rebuild_share,
         state_topic=t.state_topic,

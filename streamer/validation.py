@@ -53,12 +53,31 @@ def parse_record(record: RawRecord, *, max_bytes: int, ingested_at_ms: int) -> H
         return Rejection(RejectReason.INVALID_UTF8, f"not valid UTF-8 at byte {exc.start}")
     try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or an int past 4300 digits
+        if isinstance(exc, json.JSONDecodeError):
+            detail = exc.msg
+        else:
+            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         return Rejection(RejectReason.INVALID_JSON, f"invalid JSON: {detail}")
     if not isinstance(payload, dict):
         return Rejection(RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
     try:
-        return HeadlineIn.model_validate(payload).to_headline(ingested_at_ms=ingested_at_ms)
+        headline = HeadlineIn.model_validate(payload).to_headline(ingested_at_ms=ingested_at_ms)
     except ValidationError as exc:
         return Rejection(RejectReason.INVALID_FIELDS, _describe(exc))
+    except ValueError as exc:  # raised by pydantic-core itself, e.g. for a lone surrogate (\ud83d) in a string
+        return Rejection(RejectReason.INVALID_FIELDS, f"invalid field value: {exc}"[:300])
+    # A lone surrogate escape can also pass validation (the id); it cannot be encoded for Kafka or Milvus.
+    for name in ("id", "title", "description", "source", "url", "language"):
+        value = getattr(headline, name)
+        if value is not None and not _encodable(value):
+            return Rejection(RejectReason.INVALID_FIELDS, f"{name}: not valid Unicode (a lone surrogate escape)")
+    return headline
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

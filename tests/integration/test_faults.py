@@ -33,7 +33,7 @@ from streamer.schema import AssignmentEvent, RawRecord
 from streamer.store import MilvusStore
 from streamer.validation import Rejection, parse_record
 from tests.conftest import DATA
-from tests.plugins.kafka_broker import KafkaBroker
+from tests.plugins.kafka_broker import KafkaBroker, create_topic
 from tests.plugins.milvus_server import MilvusServer
 from tests.plugins.streamer_fixtures import read_all
 
@@ -147,14 +147,15 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-async def _offsets(bootstrap: str, group: str, topic: str, partitions: int) -> tuple[int, int]:
-    """(sum of the group's committed offsets, sum of the end offsets) of ``topic``."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
+async def _offsets(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    """(sum of the group's committed offsets, sum of the end offsets) over the partitions of ``topic``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000)
     await admin.start()
     await consumer.start()
     try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"topic {topic!r} has no partitions"
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         ends = await consumer.end_offsets(tps)
         return sum(max(0, committed[tp].offset) for tp in tps if tp in committed), sum(ends.values())
@@ -163,8 +164,8 @@ async def _offsets(bootstrap: str, group: str, topic: str, partitions: int) -> t
         await admin.close()
 
 
-def offsets(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> tuple[int, int]:
-    return asyncio.run(_offsets(bootstrap, group, topic, partitions))
+def offsets(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    return asyncio.run(_offsets(bootstrap, group, topic))
 
 
 def all_committed(bootstrap: str, settings: dict[str, dict[str, Any]], expected: int) -> bool:
@@ -224,7 +225,9 @@ def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path
     broker.start(timeout_s=90)
     try:
         bootstrap = broker.bootstrap_servers
-        s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
+        # request_timeout_ms 5 s < the ~10 s outage: produce and commit calls time out and go
+        # through the retry path (with the 30 s default a short outage is only a stall).
+        s = fault_settings(bootstrap, str(tmp_path / "milvus.db"), kafka={"request_timeout_ms": 5000})
         headlines = uci_headlines(1500)
         svc = service_factory(s, name="broker-kill").start()
         produce(bootstrap, s["kafka"]["input_topic"], headlines[:1000])
@@ -233,12 +236,13 @@ def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path
         broker.kill()
         killed_at = time.monotonic()
         processed_at_kill = svc.metric_value("streamer_messages_processed_total")
-        # The service notices (a commit or produce fails) and reports Kafka unready, but stays up.
+        # The service notices (a produce or commit times out) and reports Kafka unready, but stays up.
         wait_for(lambda: svc.readyz()[0] == 503, 60, "/readyz 503 while the broker is down", interval_s=0.2)
         status, body = svc.readyz()
         assert body["components"]["kafka"] is False, body
-        time.sleep(max(0.0, 5 - (time.monotonic() - killed_at)))
+        time.sleep(max(0.0, 10 - (time.monotonic() - killed_at)))
         assert svc.proc.poll() is None, "the service died with the broker"
+        assert svc.metric_value("streamer_retries_total") > 0
 
         broker.start(timeout_s=90)  # same ports, same log dirs
         restarted_at = time.monotonic()
@@ -285,6 +289,9 @@ def test_service_sigkill_five_times_during_10k_stream(
     bootstrap = kafka_bootstrap_servers
     s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
     headlines = uci_headlines(n)
+    # The whole stream is in Kafka before the first start: create the topic with its partitions
+    # first (auto-creation would make a 1-partition topic).
+    asyncio.run(create_topic(bootstrap, s["kafka"]["input_topic"], PARTITIONS))
     produce(bootstrap, s["kafka"]["input_topic"], headlines)
     kill_points = []
     for i in range(kills):
@@ -306,3 +313,133 @@ def test_service_sigkill_five_times_during_10k_stream(
     assert len(ids) == len(set(ids)) == n
     report("service SIGKILL x5", seed=seed, messages=n, processed_per_life=kill_points, lost=lost,
            duplicates=duplicates, bound=kills * BATCH * PARTITIONS)
+
+
+# --------------------------------------------------------------------------- 3. Milvus server down ~20 s
+
+
+@pytest.mark.timeout(300)
+def test_milvus_outage_pauses_ingest_and_resumes(service_factory: Any, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
+    """A dedicated Milvus server is stopped for ~20 s while headlines flow at 50/s.
+
+    While it is down: /readyz is 503 with milvus false, nothing is processed and the consumer
+    group's committed offsets do not move (ingest pauses, it does not skip). When it is back:
+    readiness returns to 200, ingest resumes, and every headline has its event and its row.
+    """
+    server = MilvusServer(tmp_path / "milvus-server")
+    server.start(timeout_s=120)
+    try:
+        bootstrap = kafka_bootstrap_servers
+        s = fault_settings(bootstrap, server.uri, milvus={"uri": server.uri, "timeout_s": 5})
+        group, topic = s["kafka"]["group_id"], s["kafka"]["input_topic"]
+        headlines = uci_headlines(1500, skip=20_000)
+        svc = service_factory(s, name="milvus-outage").start()
+        producer = produce_in_background(bootstrap, topic, headlines, rate_per_s=50)
+        wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 100, 60, "100 processed")
+
+        server.stop()
+        stopped_at = time.monotonic()
+        wait_for(lambda: svc.readyz()[0] == 503, 60, "/readyz 503 while Milvus is down", interval_s=0.2)
+        noticed_s = time.monotonic() - stopped_at
+        status, body = svc.readyz()
+        assert body["components"]["milvus"] is False, body
+        committed_at_outage, _ = offsets(bootstrap, group, topic)
+        processed_at_outage = svc.metric_value("streamer_messages_processed_total")
+        samples = []
+        while time.monotonic() - stopped_at < 20:
+            time.sleep(2)
+            samples.append(offsets(bootstrap, group, topic))
+            assert svc.readyz()[0] == 503
+        committed_end, input_end = samples[-1]
+        assert all(c == committed_at_outage for c, _ in samples), f"offsets committed while Milvus was down: {samples}"
+        assert input_end > committed_end, "headlines kept arriving and are waiting"
+        assert svc.metric_value("streamer_messages_processed_total") == processed_at_outage
+        assert svc.proc.poll() is None
+
+        server.start(timeout_s=120)
+        restarted_at = time.monotonic()
+        recovery_s = wait_for(
+            lambda: svc.metric_value("streamer_messages_processed_total") > processed_at_outage, 120,
+            "the next processed message after Milvus returned", interval_s=0.1,
+        )
+        ready_s = wait_for(lambda: svc.readyz()[0] == 200, 60, "/readyz 200 again", interval_s=0.2)
+        producer.join(60)
+        wait_for(lambda: all_committed(bootstrap, s, len(headlines)), 180, "every offset committed", interval_s=2)
+
+        counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
+        lost, duplicates = assert_nothing_lost(counts, headlines)
+        assert svc.proc.poll() is None
+        assert svc.terminate() == 0
+        ids = milvus_ids(server.uri, s["milvus"]["collection"])
+        assert len(ids) == len(set(ids)) == len(headlines)
+        report(
+            "Milvus down", messages=len(headlines), lost=lost, duplicates=duplicates,
+            unready_after_s=round(noticed_s, 1), milvus_down_s=round(restarted_at - stopped_at, 1),
+            committed_during_outage=committed_at_outage, backlog_at_restart=input_end - committed_end,
+            recovery_s=round(recovery_s, 2), ready_again_s=round(recovery_s + ready_s, 2),
+        )
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- 4. burst at 10x the usual rate
+
+
+@pytest.mark.timeout(300)
+def test_burst_at_ten_times_the_usual_rate_is_absorbed(
+    service_factory: Any, kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """Usual rate 50/s, then a burst at 500/s: the backlog shows as consumer lag and drains back
+    to 0; the service's resident memory stays bounded; every headline is processed."""
+    usual_s, burst_s = 4, 8
+    bootstrap = kafka_bootstrap_servers
+    s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
+    usual = uci_headlines(50 * usual_s, skip=30_000)
+    burst = uci_headlines(500 * burst_s, skip=30_000 + len(usual))
+    headlines = usual + burst
+    svc = service_factory(s, name="burst").start()
+    pid = svc.proc.pid
+    rss: list[int] = [rss_bytes(pid)]
+    lags: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss.append(rss_bytes(pid))
+            try:
+                lags.append(svc.metric_value("streamer_consumer_lag_messages"))
+            except OSError:
+                pass
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        topic = s["kafka"]["input_topic"]
+        started = time.monotonic()
+        produce(bootstrap, topic, usual, rate_per_s=50)
+        burst_started = time.monotonic()
+        produce(bootstrap, topic, burst, rate_per_s=500)
+        burst_took = time.monotonic() - burst_started
+        drain_s = wait_for(
+            lambda: svc.metric_value("streamer_messages_processed_total") >= len(headlines), 240, "every headline processed"
+        )
+        lag_zero_s = wait_for(lambda: svc.metric_value("streamer_consumer_lag_messages") == 0, 30, "lag back to 0")
+        total_s = time.monotonic() - started
+    finally:
+        done.set()
+        sampler.join(5)
+    assert max(lags) > 0, "the burst never showed as consumer lag"
+    assert svc.proc.poll() is None and svc.readyz()[0] == 200
+    assert all_committed(bootstrap, s, len(headlines))
+    counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
+    lost, duplicates = assert_nothing_lost(counts, headlines)
+    assert duplicates == 0
+    peak = max(rss)
+    assert peak < 3 * 1024**3, f"RSS peaked at {peak / 1024**2:.0f} MiB"
+    assert svc.terminate() == 0
+    report(
+        "burst 10x", messages=len(headlines), burst_rate=f"{len(burst) / burst_took:.0f}/s", lost=lost,
+        duplicates=duplicates, peak_lag=int(max(lags)), rss_start_mib=rss[0] // 1024**2, rss_peak_mib=peak // 1024**2,
+        drained_after_burst_s=round(drain_s + lag_zero_s, 1), throughput=f"{len(headlines) / total_s:.0f}/s",
+    )
