@@ -125,13 +125,13 @@ class GraphSettings(_Section):
     """The sparse kNN graph HDBSCAN runs on (distance = 1 - cosine similarity)."""
 
     k: int = Field(15, ge=2, le=512, description="Neighbours kept per headline.")
-    method: Literal["auto", "exact", "hnsw", "milvus"] = Field(
+    method: Literal["auto", "exact", "ivf", "hnsw", "milvus"] = Field(
         "auto",
-        description="'exact': blocked inner products on vectors read back from Milvus; 'hnsw': faiss HNSW "
-        "on them (large windows); 'milvus': one Milvus search per headline (any deployment); "
-        "'auto': exact below hnsw_threshold points, hnsw above.",
+        description="'exact': blocked inner products on vectors read back from Milvus; 'ivf' / 'hnsw': faiss "
+        "approximate indexes on them (large windows); 'milvus': one Milvus search per headline (any "
+        "deployment); 'auto': exact below approx_threshold points, ivf above.",
     )
-    hnsw_threshold: int = Field(50_000, ge=1)
+    approx_threshold: int = Field(50_000, ge=1, description="Window size from which 'auto' uses IVF.")
     block_size: int = Field(4096, ge=64, le=65536, description="Query rows per exact-search block.")
 
     _lower_method = field_validator("method", mode="before")(_lower)

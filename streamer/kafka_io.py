@@ -83,6 +83,10 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        # With api_version="auto" aiokafka bootstraps with the legacy SASL framing, and a wrong
+        # password only shows as "connection closed". An explicit version (what "auto" detects on
+        # any broker since 2.6) makes it use SaslAuthenticate and raise SaslAuthenticationFailed.
+        options["api_version"] = "2.6.0"
     if settings.security_protocol.endswith("SSL"):
         try:
             context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)

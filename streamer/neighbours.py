@@ -1,9 +1,10 @@
 """Pick and run a kNN strategy for a set of headlines (application layer over :mod:`streamer.graph`).
 
 - ``exact``: faiss inner-product search over the vectors (read back from Milvus or just embedded);
-- ``hnsw``: faiss HNSW over the same vectors, for windows where exact search is too slow;
+- ``ivf``: a faiss inverted-file index over the same vectors, for large windows;
+- ``hnsw``: faiss HNSW over the same vectors;
 - ``milvus``: Milvus search for every vector (works against any deployment, slow in bulk);
-- ``auto``: exact below ``hnsw_threshold`` points, hnsw above.
+- ``auto``: exact below ``approx_threshold`` points, ivf above.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.config import GraphSettings
-from streamer.graph import NeighbourTable, knn_exact, knn_hnsw, neighbours_from_search
+from streamer.graph import NeighbourTable, knn_exact, knn_hnsw, knn_ivf, neighbours_from_search
 from streamer.schema import VectorStore
 
 __all__ = ["compute_neighbours", "resolve_method"]
@@ -23,7 +24,7 @@ _MILVUS_OVERFETCH = 2
 def resolve_method(settings: GraphSettings, n: int) -> str:
     if settings.method != "auto":
         return settings.method
-    return "hnsw" if n >= settings.hnsw_threshold else "exact"
+    return "ivf" if n >= settings.approx_threshold else "exact"
 
 
 def compute_neighbours(
@@ -33,6 +34,8 @@ def compute_neighbours(
     method = resolve_method(settings, len(ids))
     if method == "exact":
         return knn_exact(vectors, settings.k, block_size=settings.block_size), method
+    if method == "ivf":
+        return knn_ivf(vectors, settings.k), method
     if method == "hnsw":
         return knn_hnsw(vectors, settings.k), method
     if store is None:

@@ -69,7 +69,7 @@ STATE_SNAPSHOT_KEY = b"snapshot"
 class ReclusterConfig:
     k: int = 15
     graph_method: str = "auto"
-    hnsw_threshold: int = 50_000
+    approx_threshold: int = 50_000
     params: HdbscanParams = field(default_factory=HdbscanParams)
     min_points: int = 50
     keywords: int = 8
@@ -265,8 +265,10 @@ class Reclusterer:
         if len(window) < c.min_points:
             return None
         if window.short_rows > c.drift_share * len(window) or window.needs_rebuild(c.drift_share):
-            large = c.graph_method == "auto" and len(window) >= c.hnsw_threshold
-            window.rebuild(method="hnsw" if c.graph_method == "hnsw" or large else "exact")
+            method = c.graph_method
+            if method in ("auto", "milvus"):  # the window's own vectors are here: no need to ask Milvus
+                method = "ivf" if len(window) >= c.approx_threshold else "exact"
+            window.rebuild(method=method)
         else:
             window.repair()
             window.link_new_rows()

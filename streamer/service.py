@@ -41,7 +41,7 @@ def recluster_config(settings: Settings) -> ReclusterConfig:
     return ReclusterConfig(
         k=settings.graph.k,
         graph_method=settings.graph.method,
-        hnsw_threshold=settings.graph.hnsw_threshold,
+        approx_threshold=settings.graph.approx_threshold,
         params=params_from_settings(settings.clustering),
         min_points=settings.clustering.min_points,
         keywords=settings.clustering.keywords,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.graph import NeighbourTable, knn_exact, knn_hnsw
+from streamer.graph import NeighbourTable, knn_exact, knn_hnsw, knn_ivf
 
 __all__ = ["WindowGraph", "WindowExport"]
 
@@ -265,12 +265,13 @@ class WindowGraph:
         return len(rows)
 
     def rebuild(self, *, method: str = "exact") -> None:
-        """Recompute every row from scratch (exact or HNSW)."""
+        """Recompute every row from scratch (exact, ivf or hnsw)."""
         active = np.fromiter(self._slot_of.values(), np.int64, len(self._slot_of))
         self._nbr[:] = _EMPTY
         self._sim[:] = -np.inf
         if active.size >= 2:
-            table = (knn_hnsw if method == "hnsw" else knn_exact)(self._vectors[active], self.k)
+            search = {"hnsw": knn_hnsw, "ivf": knn_ivf}.get(method, knn_exact)
+            table = search(self._vectors[active], self.k)
             valid = table.indices >= 0
             mapped = np.where(valid, active[np.where(valid, table.indices, 0)], _EMPTY)
             self._nbr[active] = mapped

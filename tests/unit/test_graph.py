@@ -17,6 +17,7 @@ from streamer.graph import (
     core_distances,
     knn_exact,
     knn_hnsw,
+    knn_ivf,
     neighbours_from_search,
 )
 from tests.unit.helpers import blobs, unit_rows
@@ -128,3 +129,13 @@ def test_graph_contract_property(n: int, k: int, dim: int, seed: int) -> None:
     assert csgraph.connected_components(graph, directed=False)[0] == 1
     assert graph.data.min() >= MIN_DISTANCE and graph.data.max() <= BRIDGE_DISTANCE
     assert graph.nnz <= 2 * n * k + 2 * (n - 1)
+
+
+def test_ivf_recall_on_blobs() -> None:
+    """IVF (used for large windows) finds at least 95% of the exact neighbours, and is not exact."""
+    x, _ = blobs(40, 300, dim=32, spread=0.5)
+    exact, approx = knn_exact(x, 10), knn_ivf(x, 10, nprobe=8)
+    assert not np.array_equal(exact.indices, approx.indices)  # the index really ran
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.indices, exact.indices, strict=True)])
+    assert recall >= 0.95
+    assert not (approx.indices == np.arange(len(x))[:, None]).any()

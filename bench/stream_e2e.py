@@ -1,0 +1,162 @@
+"""Streaming throughput and latency of `streamer run` on a real local Kafka broker.
+
+1. embed-only: the bundled model encodes N headlines in 64-text micro-batches (the service's
+   batch size) in this process: texts/s, the ceiling;
+2. end-to-end: N headlines are pre-loaded into the input topic, then `streamer run` (Milvus Lite)
+   consumes them; throughput = N / (time from the first to the last assignment event).
+   Measured for --role ingest (the pipeline alone) and --role all (ingest + re-clusterer
+   sharing the same 2 cores);
+3. latency: a steady 50 msgs/s for --latency-s seconds; per headline, the assignment event's
+   Kafka timestamp minus the input message's (both CreateTime, same clock); p50/p95/p99.
+
+Usage: .venv/bin/python bench/stream_e2e.py [--n 3000] [--latency-s 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tools"))
+from common import CACHE, uci_rows  # noqa: E402
+from kafka.broker import KafkaBroker  # noqa: E402
+from streamer_process import ServiceProcess, settings_env  # noqa: E402
+
+
+def messages(rows: list[dict[str, str]], prefix: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (f"{prefix}{r['ID']}".encode(), json.dumps({"id": f"{prefix}{r['ID']}", "title": r["TITLE"], "published_at": int(r["TIMESTAMP"]), "source": r["PUBLISHER"]}).encode())
+        for r in rows
+    ]
+
+
+async def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], rate: float | None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    try:
+        t0 = time.monotonic()
+        futures = []
+        for i, (key, value) in enumerate(msgs):
+            if rate:
+                delay = t0 + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            futures.append(await producer.send(topic, value=value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                out.extend(batch)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def embed_only(rows: list[dict[str, str]]) -> float:
+    from streamer.config import EmbeddingSettings
+    from streamer.embedding import FlagEmbedder
+
+    embedder = FlagEmbedder(EmbeddingSettings())
+    texts = [r["TITLE"] for r in rows]
+    embedder.encode(texts[:64])  # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), 64):
+        embedder.encode(texts[start : start + 64])
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def run_service(broker: KafkaBroker, workdir: Path, role: str, extra: dict) -> tuple[ServiceProcess, dict]:
+    run = uuid.uuid4().hex[:6]
+    settings = {
+        "kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": 2, "group_id": f"b-{run}", "input_topic": f"in-{run}",
+                  "assignments_topic": f"out-{run}", "cluster_events_topic": f"ce-{run}", "dead_letter_topic": f"dlq-{run}"},
+        "milvus": {"uri": str(workdir / f"{run}.db")},
+        "tracking": {"window_s": 30 * 86400, "state_topic": f"st-{run}"},
+        "service": {"log_level": "WARNING"},
+    }
+    for section, values in extra.items():
+        settings.setdefault(section, {}).update(values)
+    svc = ServiceProcess(settings_env(settings), workdir / f"{run}.log", ["--role", role])
+    return svc.start(), settings
+
+
+def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], role: str) -> dict:
+    svc, s = run_service(broker, workdir, role, {})
+    k = s["kafka"]
+    try:
+        asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], messages(rows, "t-"), None))
+        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(rows), 900))
+    finally:
+        svc.terminate()
+    arrivals = [e for e in events if b'"reason":"arrival"' in e.value]
+    stamps = sorted(e.timestamp for e in arrivals)
+    # first to last event: the steady-state rate, without model load and consumer join
+    return {"role": role, "n": len(arrivals), "msgs_per_s": round((len(arrivals) - 1) / ((stamps[-1] - stamps[0]) / 1000), 1)}
+
+
+def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate: float) -> dict:
+    svc, s = run_service(broker, workdir, "all", {})
+    k = s["kafka"]
+    try:
+        msgs = messages(rows, "l-")
+        asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], msgs, rate))
+        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(msgs), 300))
+        inputs = asyncio.run(read(broker.bootstrap_servers, k["input_topic"], len(msgs), 60))
+    finally:
+        svc.terminate()
+    sent = {m.key: m.timestamp for m in inputs}
+    lat = np.array([e.timestamp - sent[e.key] for e in events if b'"reason":"arrival"' in e.value and e.key in sent], dtype=float)
+    return {"rate_msgs_per_s": rate, "n": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--latency-s", type=float, default=60)
+    parser.add_argument("--rate", type=float, default=50)
+    args = parser.parse_args()
+    rows = uci_rows(0, args.n)
+    workdir = CACHE / "stream_e2e"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    result: dict = {"embed_only_msgs_per_s": round(embed_only(rows), 1)}
+    print(json.dumps(result), flush=True)
+    with KafkaBroker(workdir / "kafka") as broker:
+        broker.start()
+        for role in ("ingest", "all"):
+            result[f"e2e_{role}"] = throughput(broker, workdir, rows, role)
+            result[f"ratio_{role}"] = round(result[f"e2e_{role}"]["msgs_per_s"] / result["embed_only_msgs_per_s"], 3)
+            print(json.dumps(result), flush=True)
+        lat_rows = uci_rows(args.n, int(args.rate * args.latency_s))
+        result["latency"] = latency(broker, workdir, lat_rows, args.rate)
+    print(json.dumps(result))
+    (CACHE / "stream_e2e.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
