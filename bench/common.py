@@ -66,10 +66,18 @@ def uci_window(start: int, count: int) -> tuple[list[str], list[str], np.ndarray
     return [r["ID"] for r in rows], titles, np.array([r["STORY"] for r in rows]), vectors
 
 
-def run_measured(code: str, timeout_s: float = 3600) -> dict[str, Any]:
+def run_measured(code: str, timeout_s: float = 3600, memory_cap_gib: float | None = None) -> dict[str, Any]:
     """Run Python ``code`` in a fresh interpreter; returns its last JSON stdout line plus wall time,
-    that child's own peak RSS (MiB, from wait4) and the signal if it crashed."""
+    that child's own peak RSS (MiB, from wait4) and the signal if it crashed.
+
+    ``memory_cap_gib`` caps the child's address space, so a runaway method fails with MemoryError
+    instead of waking the kernel's OOM killer (which may pick a neighbour).
+    """
     import tempfile
+
+    if memory_cap_gib:
+        cap = int(memory_cap_gib * 2**30)
+        code = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))\n" + code
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()

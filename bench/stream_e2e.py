@@ -60,17 +60,19 @@ async def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], r
         await producer.stop()
 
 
-async def read(bootstrap: str, topic: str, expect: int, timeout_s: float) -> list:
+async def read(bootstrap: str, topic: str, expect: int, timeout_s: float, *, arrivals_only: bool = False) -> list:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     out: list = []
+    counted = 0
     deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < expect and time.monotonic() < deadline:
+        while counted < expect and time.monotonic() < deadline:
             for batch in (await consumer.getmany(timeout_ms=1000)).values():
                 out.extend(batch)
+                counted += sum(1 for m in batch if not arrivals_only or b'"reason":"arrival"' in m.value)
     finally:
         await consumer.stop()
     return out
@@ -109,7 +111,7 @@ def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], r
     k = s["kafka"]
     try:
         asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], messages(rows, "t-"), None))
-        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(rows), 900))
+        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(rows), 900, arrivals_only=True))
     finally:
         svc.terminate()
     arrivals = [e for e in events if b'"reason":"arrival"' in e.value]
@@ -124,7 +126,7 @@ def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate
     try:
         msgs = messages(rows, "l-")
         asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], msgs, rate))
-        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(msgs), 300))
+        events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(msgs), 300, arrivals_only=True))
         inputs = asyncio.run(read(broker.bootstrap_servers, k["input_topic"], len(msgs), 60))
     finally:
         svc.terminate()

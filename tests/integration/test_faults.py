@@ -28,7 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamer.config import MilvusSettings
+from streamer.config import MilvusSettings, TrackingSettings
 from streamer.schema import AssignmentEvent, RawRecord
 from streamer.store import MilvusStore
 from streamer.validation import Rejection, parse_record
@@ -37,7 +37,7 @@ from tests.plugins.kafka_broker import KafkaBroker, create_topic
 from tests.plugins.milvus_server import MilvusServer
 from tests.plugins.streamer_fixtures import read_all
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 UCI = DATA / "uci-news-aggregator" / "newsCorpora_noURL.part01.tsv"
 BATCH = 64
@@ -94,6 +94,8 @@ def fault_settings(bootstrap: str, milvus_uri: str, **sections: dict[str, Any]) 
         },
         "embedding": {"threads": 2},
     }
+    if "recluster_noise_n" in TrackingSettings.model_fields:  # the early trigger for unplaced arrivals: off
+        base["tracking"]["recluster_noise_n"] = 0
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return base
@@ -141,8 +143,11 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
     """Poll ``predicate`` until true; returns the seconds it took."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        if predicate():
-            return time.monotonic() - started
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except OSError:  # /metrics or /readyz slow to answer on a busy machine: ask again
+            pass
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
@@ -200,6 +205,17 @@ def assert_nothing_lost(counts: Counter[str], headlines: list[dict[str, Any]]) -
     return lost, sum(counts.values()) - len(counts)
 
 
+def patient(call: Any, tries: int = 5) -> Any:
+    """``call()``, asked again when the service's HTTP endpoint is slow to answer on a busy machine."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1)
+
+
 def report(name: str, **numbers: Any) -> None:
     print(f"\n[reliability] {name}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()), flush=True)
 
@@ -225,7 +241,7 @@ def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path
     broker.start(timeout_s=90)
     try:
         bootstrap = broker.bootstrap_servers
-        # request_timeout_ms 5 s < the ~10 s outage: produce and commit calls time out and go
+        # request_timeout_ms 5 s < the outage (8 s + the broker's restart): produce and commit calls time out and go
         # through the retry path (with the 30 s default a short outage is only a stall).
         s = fault_settings(bootstrap, str(tmp_path / "milvus.db"), kafka={"request_timeout_ms": 5000})
         headlines = uci_headlines(1500)
@@ -235,18 +251,18 @@ def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path
 
         broker.kill()
         killed_at = time.monotonic()
-        processed_at_kill = svc.metric_value("streamer_messages_processed_total")
+        processed_at_kill = patient(lambda: svc.metric_value("streamer_messages_processed_total"))
         # The service notices (a produce or commit times out) and reports Kafka unready, but stays up.
         wait_for(lambda: svc.readyz()[0] == 503, 60, "/readyz 503 while the broker is down", interval_s=0.2)
-        status, body = svc.readyz()
+        status, body = patient(svc.readyz)
         assert body["components"]["kafka"] is False, body
-        time.sleep(max(0.0, 10 - (time.monotonic() - killed_at)))
+        time.sleep(max(0.0, 8 - (time.monotonic() - killed_at)))
         assert svc.proc.poll() is None, "the service died with the broker"
-        assert svc.metric_value("streamer_retries_total") > 0
+        assert patient(lambda: svc.metric_value("streamer_retries_total")) > 0
 
         broker.start(timeout_s=90)  # same ports, same log dirs
         restarted_at = time.monotonic()
-        before = svc.metric_value("streamer_messages_processed_total")
+        before = patient(lambda: svc.metric_value("streamer_messages_processed_total"))
         recovery_s = wait_for(
             lambda: svc.metric_value("streamer_messages_processed_total") > before, 120,
             "the next processed message after the broker restart", interval_s=0.1,
@@ -255,7 +271,7 @@ def test_broker_sigkill_and_restart_loses_nothing(service_factory: Any, tmp_path
         produce(bootstrap, s["kafka"]["input_topic"], headlines[1000:])
         wait_for(lambda: all_committed(bootstrap, s, 1500), 180, "every offset committed", interval_s=2)
 
-        assert svc.proc.poll() is None and svc.readyz()[0] == 200
+        assert svc.proc.poll() is None and patient(svc.readyz)[0] == 200
         counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
         lost, duplicates = assert_nothing_lost(counts, headlines)
         assert svc.terminate() == 0
@@ -287,7 +303,10 @@ def test_service_sigkill_five_times_during_10k_stream(
     rng = random.Random(seed)
     n, kills = 10_000, 5
     bootstrap = kafka_bootstrap_servers
-    s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
+    # Re-clustering off: this test is about ingest and offsets, and after every restart the
+    # re-clusterer would rebuild its window from Milvus (10 s of CPU at 8k rows on this machine).
+    s = fault_settings(bootstrap, str(tmp_path / "milvus.db"), clustering={"min_points": 10**9},
+                       tracking={"recluster_every_n": 10**9, "recluster_interval_s": 1e6})
     headlines = uci_headlines(n)
     # The whole stream is in Kafka before the first start: create the topic with its partitions
     # first (auto-creation would make a 1-partition topic).
@@ -300,7 +319,7 @@ def test_service_sigkill_five_times_during_10k_stream(
         wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= target, 180,
                  f"{target} processed before kill {i + 1}", interval_s=0.2)
         time.sleep(rng.uniform(0, 0.5))  # land anywhere inside a batch: embed, upsert, produce or commit
-        kill_points.append(int(svc.metric_value("streamer_messages_processed_total")))
+        kill_points.append(int(patient(lambda: svc.metric_value("streamer_messages_processed_total"))))
         svc.kill()
     final = service_factory(s, name="final").start()
     wait_for(lambda: all_committed(bootstrap, s, n), 360, "every offset committed", interval_s=2)
@@ -332,7 +351,7 @@ def test_milvus_outage_pauses_ingest_and_resumes(service_factory: Any, kafka_boo
         bootstrap = kafka_bootstrap_servers
         s = fault_settings(bootstrap, server.uri, milvus={"uri": server.uri, "timeout_s": 5})
         group, topic = s["kafka"]["group_id"], s["kafka"]["input_topic"]
-        headlines = uci_headlines(1500, skip=20_000)
+        headlines = uci_headlines(1200, skip=20_000)
         svc = service_factory(s, name="milvus-outage").start()
         producer = produce_in_background(bootstrap, topic, headlines, rate_per_s=50)
         wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 100, 60, "100 processed")
@@ -341,19 +360,20 @@ def test_milvus_outage_pauses_ingest_and_resumes(service_factory: Any, kafka_boo
         stopped_at = time.monotonic()
         wait_for(lambda: svc.readyz()[0] == 503, 60, "/readyz 503 while Milvus is down", interval_s=0.2)
         noticed_s = time.monotonic() - stopped_at
-        status, body = svc.readyz()
+        status, body = patient(svc.readyz)
         assert body["components"]["milvus"] is False, body
+        time.sleep(1)  # let a commit that was already past Milvus land before taking the baseline
         committed_at_outage, _ = offsets(bootstrap, group, topic)
-        processed_at_outage = svc.metric_value("streamer_messages_processed_total")
+        processed_at_outage = patient(lambda: svc.metric_value("streamer_messages_processed_total"))
         samples = []
         while time.monotonic() - stopped_at < 20:
             time.sleep(2)
             samples.append(offsets(bootstrap, group, topic))
-            assert svc.readyz()[0] == 503
+            assert patient(svc.readyz)[0] == 503
         committed_end, input_end = samples[-1]
         assert all(c == committed_at_outage for c, _ in samples), f"offsets committed while Milvus was down: {samples}"
         assert input_end > committed_end, "headlines kept arriving and are waiting"
-        assert svc.metric_value("streamer_messages_processed_total") == processed_at_outage
+        assert patient(lambda: svc.metric_value("streamer_messages_processed_total")) == processed_at_outage
         assert svc.proc.poll() is None
 
         server.start(timeout_s=120)
@@ -391,7 +411,7 @@ def test_burst_at_ten_times_the_usual_rate_is_absorbed(
 ) -> None:
     """Usual rate 50/s, then a burst at 500/s: the backlog shows as consumer lag and drains back
     to 0; the service's resident memory stays bounded; every headline is processed."""
-    usual_s, burst_s = 4, 8
+    usual_s, burst_s = 4, 6
     bootstrap = kafka_bootstrap_servers
     s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
     usual = uci_headlines(50 * usual_s, skip=30_000)
@@ -407,7 +427,7 @@ def test_burst_at_ten_times_the_usual_rate_is_absorbed(
         while not done.is_set():
             rss.append(rss_bytes(pid))
             try:
-                lags.append(svc.metric_value("streamer_consumer_lag_messages"))
+                lags.append(patient(lambda: svc.metric_value("streamer_consumer_lag_messages")))
             except OSError:
                 pass
             done.wait(0.5)
@@ -430,7 +450,7 @@ def test_burst_at_ten_times_the_usual_rate_is_absorbed(
         done.set()
         sampler.join(5)
     assert max(lags) > 0, "the burst never showed as consumer lag"
-    assert svc.proc.poll() is None and svc.readyz()[0] == 200
+    assert svc.proc.poll() is None and patient(svc.readyz)[0] == 200
     assert all_committed(bootstrap, s, len(headlines))
     counts = arrival_counts(bootstrap, s["kafka"]["assignments_topic"])
     lost, duplicates = assert_nothing_lost(counts, headlines)
