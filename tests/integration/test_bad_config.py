@@ -18,13 +18,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.plugins.streamer_fixtures import isolated_settings
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.plugins.streamer_fixtures import REPO, free_port, settings_env
@@ -49,21 +50,12 @@ class Outcome:
 
 
 def _base(tmp: Path, name: str, bootstrap: str) -> dict[str, dict[str, Any]]:
-    run = uuid.uuid4().hex[:8]
-    return {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": f"g-{run}",
-            "input_topic": f"in-{run}",
-            "assignments_topic": f"assign-{run}",
-            "cluster_events_topic": f"clusters-{run}",
-            "dead_letter_topic": f"dlq-{run}",
-            "request_timeout_ms": 3000,
-        },
-        "milvus": {"uri": str(tmp / name / "milvus.db"), "collection": "headlines", "timeout_s": 5},
-        "tracking": {"state_topic": f"state-{run}"},
-        "service": {"http_port": 0},
-    }
+    return isolated_settings(
+        bootstrap,
+        kafka={"request_timeout_ms": 3000},
+        milvus={"uri": str(tmp / name / "milvus.db"), "collection": "headlines", "timeout_s": 5},
+        service={"http_port": 0},
+    )
 
 
 def _precreate_dim8(uri: str, collection: str) -> None:

@@ -28,14 +28,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamer.config import MilvusSettings, TrackingSettings
+from streamer.config import MilvusSettings
 from streamer.schema import AssignmentEvent, RawRecord
 from streamer.store import MilvusStore
 from streamer.validation import Rejection, parse_record
 from tests.conftest import DATA
 from tests.plugins.kafka_broker import KafkaBroker, create_topic
 from tests.plugins.milvus_server import MilvusServer
-from tests.plugins.streamer_fixtures import read_all
+from tests.plugins.streamer_fixtures import read_all, isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,32 +70,16 @@ def uci_headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
 
 def fault_settings(bootstrap: str, milvus_uri: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Unique topics and group; short session timeout so a killed member leaves the group fast."""
-    run = uuid.uuid4().hex[:8]
-    base: dict[str, dict[str, Any]] = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": f"g-{run}",
-            "input_topic": f"in-{run}",
-            "assignments_topic": f"assign-{run}",
-            "cluster_events_topic": f"clusters-{run}",
-            "dead_letter_topic": f"dlq-{run}",
-            "partitions": PARTITIONS,
-            "max_batch_size": BATCH,
-            "session_timeout_ms": 6000,
-        },
-        "milvus": {"uri": milvus_uri, "collection": f"faults_{run}"},
+    base = isolated_settings(
+        bootstrap,
+        kafka={"partitions": PARTITIONS, "max_batch_size": BATCH, "session_timeout_ms": 6000},
+        milvus={"uri": milvus_uri, "collection": f"faults_{uuid.uuid4().hex[:8]}"},
         # Re-clustering stays on but rare: these tests are about ingest, and CPU is short here.
-        "clustering": {"min_points": 200},
-        "tracking": {
-            "recluster_every_n": 4000,
-            "recluster_interval_s": 120,
-            "window_s": 1e9,
-            "state_topic": f"state-{run}",
-        },
-        "embedding": {"threads": 2},
-    }
-    if "recluster_noise_n" in TrackingSettings.model_fields:  # the early trigger for unplaced arrivals: off
-        base["tracking"]["recluster_noise_n"] = 0
+        # The early trigger for unplaced arrivals is off for the same reason.
+        clustering={"min_points": 200},
+        tracking={"recluster_every_n": 4000, "recluster_interval_s": 120, "window_s": 1e9, "recluster_noise_n": 0},
+        embedding={"threads": 2},
+    )
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return base

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from streamer.files import read_headlines
 from streamer.schema import AssignmentEvent, ClusterEvent
 from streamer.store import MilvusStore
 from tests.conftest import DATA
+from tests.plugins.streamer_fixtures import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -36,22 +36,13 @@ def _headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
 
 
 def _settings(bootstrap: str, tmp_path: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    run = uuid.uuid4().hex[:8]
-    base: dict[str, dict[str, Any]] = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": f"g-{run}",
-            "input_topic": f"in-{run}",
-            "assignments_topic": f"assign-{run}",
-            "cluster_events_topic": f"clusters-{run}",
-            "dead_letter_topic": f"dlq-{run}",
-            "partitions": 2,
-            "max_batch_size": 32,
-        },
-        "milvus": {"uri": str(tmp_path / "milvus.db")},
-        "clustering": {"min_points": 100},
-        "tracking": {"recluster_every_n": 200, "recluster_interval_s": 3, "window_s": 1e9, "state_topic": f"state-{run}"},
-    }
+    base = isolated_settings(
+        bootstrap,
+        kafka={"partitions": 2, "max_batch_size": 32},
+        milvus={"uri": str(tmp_path / "milvus.db")},
+        clustering={"min_points": 100},
+        tracking={"recluster_every_n": 200, "recluster_interval_s": 3, "window_s": 1e9},
+    )
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return base

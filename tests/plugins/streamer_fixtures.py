@@ -24,7 +24,28 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from streamer_process import ServiceProcess, free_port, settings_env  # noqa: E402
 
-__all__ = ["ServiceProcess", "free_port", "settings_env", "read_all"]
+__all__ = ["ServiceProcess", "free_port", "settings_env", "read_all", "isolated_settings"]
+
+
+def isolated_settings(bootstrap: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings with a consumer group and topics no other test uses; ``sections`` are merged on top."""
+    import uuid
+
+    run = uuid.uuid4().hex[:8]
+    base: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"g-{run}",
+            "input_topic": f"in-{run}",
+            "assignments_topic": f"assign-{run}",
+            "cluster_events_topic": f"clusters-{run}",
+            "dead_letter_topic": f"dlq-{run}",
+        },
+        "tracking": {"state_topic": f"state-{run}"},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return base
 
 
 @pytest.fixture
