@@ -44,11 +44,16 @@ __all__ = [
     "ensure_topics",
     "client_options",
     "CE_SOURCE",
+    "STATE_MAX_BYTES",
 ]
 
 log = get_logger(__name__)
 
 CE_SOURCE = "urn:streamer"
+#: Largest state-topic record the topic accepts and the state consumers fetch (the producer
+#: still caps one request at its own ``max_request_size``, 16 MiB by default).
+STATE_MAX_BYTES = 64 * 1024 * 1024
+_STATE_FETCH = {"max_partition_fetch_bytes": STATE_MAX_BYTES, "fetch_max_bytes": STATE_MAX_BYTES}
 _CE_TYPES = {"assignment": "io.streamer.headline.assignment.v1", "cluster": "io.streamer.cluster.{type}.v1"}
 
 
@@ -344,8 +349,7 @@ async def read_state(settings: KafkaSettings, topic: str, *, timeout_s: float = 
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=64 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        **_STATE_FETCH,
         **client_options(settings),
     )
     with _translate_errors("state consumer start"):
@@ -410,8 +414,7 @@ class LeaderElection:
             auto_offset_reset="latest",
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
-            max_partition_fetch_bytes=64 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            **_STATE_FETCH,
             **client_options(self._settings),
         )
         election = self
@@ -461,8 +464,7 @@ async def follow_state(
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="latest",
-        max_partition_fetch_bytes=64 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        **_STATE_FETCH,
         **client_options(settings),
     )
     with _translate_errors("state follower start"):

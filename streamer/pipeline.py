@@ -315,13 +315,11 @@ class IngestPipeline:
             pos = live.snapshot.position.get(h.id)
             local = int(live.snapshot.labels[pos]) if pos is not None else int(assignment.labels[i])
             prob = float(live.snapshot.probabilities[pos]) if pos is not None else float(assignment.probabilities[i])
-            cluster = live.stable(local)
             events.append(
-                AssignmentEvent.make(
+                AssignmentEvent.for_cluster(
                     headline=h,
-                    cluster_id=cluster,
-                    status=AssignmentStatus.NOISE if cluster == NOISE else AssignmentStatus.ASSIGNED,
-                    probability=prob if cluster != NOISE else 0.0,
+                    cluster_id=live.stable(local),
+                    probability=prob,
                     run_id=live.snapshot.run_id,
                     reason=AssignmentReason.ARRIVAL,
                 )

@@ -37,13 +37,11 @@ from streamer.concurrency import BlockingRunner, wait_for_any
 from streamer.graph import build_distance_graph
 from streamer.logs import get_logger
 from streamer.metrics import Metrics
-from streamer.pipeline import Arrivals, LiveSnapshot, Retrier, SnapshotHolder
+from streamer.pipeline import Arrivals, LiveSnapshot, Retrier, ShutdownRequested, SnapshotHolder
 from streamer.report import ClusterSummary
 from streamer.schema import (
-    NOISE,
     AssignmentEvent,
     AssignmentReason,
-    AssignmentStatus,
     EventSink,
     Headline,
     VectorStore,
@@ -217,11 +215,9 @@ class Reclusterer:
                 continue
             try:
                 await self.run_once(retrier)
-            except asyncio.CancelledError:
-                raise
+            except ShutdownRequested:
+                return
             except Exception as exc:  # a failed run must not stop ingest; the next trigger tries again
-                if exc.__class__.__name__ == "ShutdownRequested":
-                    return
                 self._metrics.recluster_runs.labels("failed").inc()
                 self._metrics.errors.labels("recluster").inc()
                 log.exception("re-clustering run failed", error=str(exc))
@@ -350,11 +346,10 @@ class Reclusterer:
                 published_at_ms=int(computed.export.event_times_ms[pos]),
             )
             events.append(
-                AssignmentEvent.make(
+                AssignmentEvent.for_cluster(
                     headline=headline,
                     cluster_id=cluster,
-                    status=AssignmentStatus.NOISE if cluster == NOISE else AssignmentStatus.ASSIGNED,
-                    probability=float(snapshot.probabilities[pos]) if cluster != NOISE else 0.0,
+                    probability=float(snapshot.probabilities[pos]),
                     run_id=snapshot.run_id,
                     reason=AssignmentReason.RECLUSTER,
                 )

@@ -263,6 +263,23 @@ class AssignmentEvent(_Event):
         )
 
 
+    @classmethod
+    def for_cluster(
+        cls, *, headline: Headline, cluster_id: int, probability: float, run_id: int, reason: AssignmentReason
+    ) -> AssignmentEvent:
+        """An event for a clustering outcome: status and probability follow from ``cluster_id``
+        (``NOISE`` -> status noise, probability 0)."""
+        noise = cluster_id == NOISE
+        return cls.make(
+            headline=headline,
+            cluster_id=cluster_id,
+            status=AssignmentStatus.NOISE if noise else AssignmentStatus.ASSIGNED,
+            probability=0.0 if noise else probability,
+            run_id=run_id,
+            reason=reason,
+        )
+
+
 class ClusterEventType(StrEnum):
     CREATED = "created"
     UPDATED = "updated"

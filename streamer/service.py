@@ -59,7 +59,15 @@ def recluster_config(settings: Settings) -> ReclusterConfig:
 async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``); returns the exit code."""
     from streamer.embedding import FlagEmbedder
-    from streamer.kafka_io import AiokafkaSink, AiokafkaSource, LeaderElection, ensure_topics, follow_state, read_state
+    from streamer.kafka_io import (
+        STATE_MAX_BYTES,
+        AiokafkaSink,
+        AiokafkaSource,
+        LeaderElection,
+        ensure_topics,
+        follow_state,
+        read_state,
+    )
     from streamer.store import MilvusStore
 
     stop = stop or asyncio.Event()
@@ -96,7 +104,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
                 k.dead_letter_topic: {"partitions": 1},
                 settings.tracking.state_topic: {
                     "partitions": 1,
-                    "config": {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)},
+                    "config": {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)},
                 },
             },
             timeout_s=_START_TIMEOUT_S,
