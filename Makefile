@@ -13,15 +13,17 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
+BURST_SECONDS ?= 60
 
 .PHONY: help venv system-deps kafka-jars deploy-tools setup test test-unit demo demo-batch demo-stream \
-        kafka-up kafka-down bench lint settings-table clean
+        kafka-up kafka-down bench lint settings-table clean reliability-burst
 
 help:
 	@echo "make demo        batch report + streaming replay on the bundled sample (Milvus Lite, bundled model, local Kafka)"
 	@echo "make test        every test: unit and integration against real Kafka, Milvus (Lite and server) and the model"
 	@echo "make test-unit   the fast pure-core tests only"
 	@echo "make bench       benchmarks (see docs/benchmarks.md)"
+	@echo "make reliability-burst  a full minute at 10x the usual rate (docs/reliability.md; BURST_SECONDS=60)"
 	@echo "make kafka-up    start a local Kafka broker (KRaft, 127.0.0.1); make kafka-down stops it"
 
 # Debian packages the project needs beyond the base image: Java and Maven for the Kafka broker,
@@ -77,6 +79,10 @@ kafka-down:
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# The burst fault test with a full minute at 10x the usual rate (`make test` runs it for 6 s); takes minutes.
+reliability-burst: venv kafka-jars
+	STREAMER_BURST_SECONDS=$(BURST_SECONDS) $(PY) -m pytest tests/integration/test_faults.py -k burst -s $(PYTEST_ARGS)
 
 settings-table: venv
 	$(VENV)/bin/streamer settings --markdown

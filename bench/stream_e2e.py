@@ -120,20 +120,39 @@ def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], r
     return {"role": role, "n": len(arrivals), "msgs_per_s": round((len(arrivals) - 1) / ((stamps[-1] - stamps[0]) / 1000), 1)}
 
 
-def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate: float) -> dict:
-    svc, s = run_service(broker, workdir, "all", {})
+def stage_summary(metrics_text: str) -> dict:
+    """Mean seconds per batch of each pipeline stage, from the service's own histogram sums and counts."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            prefix = f"streamer_stage_duration_seconds{suffix}{{"
+            if line.startswith(prefix):
+                stage = line[len(prefix):].split('"')[1]
+                into[stage] = float(line.rsplit(" ", 1)[1])
+    return {stage: {"batches": int(counts[stage]), "mean_ms": round(1000 * sums[stage] / counts[stage], 1)}
+            for stage in sorted(sums) if counts.get(stage)}
+
+
+def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate: float, role: str, extra: dict) -> dict:
+    svc, s = run_service(broker, workdir, role, extra)
     k = s["kafka"]
     try:
         msgs = messages(rows, "l-")
         asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], msgs, rate))
         events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(msgs), 300, arrivals_only=True))
         inputs = asyncio.run(read(broker.bootstrap_servers, k["input_topic"], len(msgs), 60))
+        stages = stage_summary(svc.metrics())
     finally:
         svc.terminate()
     sent = {m.key: m.timestamp for m in inputs}
-    lat = np.array([e.timestamp - sent[e.key] for e in events if b'"reason":"arrival"' in e.value and e.key in sent], dtype=float)
-    return {"rate_msgs_per_s": rate, "n": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+    pairs = sorted((sent[e.key], e.timestamp - sent[e.key]) for e in events if b'"reason":"arrival"' in e.value and e.key in sent)
+    lat = np.array([latency for _, latency in pairs], dtype=float)
+    t0 = pairs[0][0] if pairs else 0
+    slowest = sorted(pairs, key=lambda p: -p[1])[:10]
+    return {"role": role, "rate_msgs_per_s": rate, "n": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "stages": stages, "slowest_at_s": [[round((t - t0) / 1000, 1), ms] for t, ms in slowest]}
 
 
 def main() -> None:
@@ -142,6 +161,7 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=60)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument("--latency-roles", nargs="+", default=["all"], help="roles to measure latency for")
     args = parser.parse_args()
     rows = uci_rows(0, args.n)
     workdir = CACHE / "stream_e2e"
@@ -156,7 +176,9 @@ def main() -> None:
             result[f"ratio_{role}"] = round(result[f"e2e_{role}"]["msgs_per_s"] / result["embed_only_msgs_per_s"], 3)
             print(json.dumps(result), flush=True)
         lat_rows = uci_rows(args.n, int(args.rate * args.latency_s))
-        result["latency"] = latency(broker, workdir, lat_rows, args.rate)
+        for role in args.latency_roles:
+            result[f"latency_{role}"] = latency(broker, workdir, lat_rows, args.rate, role, {"service": {"log_level": "INFO"}})
+            print(json.dumps(result), flush=True)
     print(json.dumps(result))
     (CACHE / "stream_e2e.json").write_text(json.dumps(result, indent=2))
 

@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, uci_rows, uci_window  # noqa: E402
 
 from streamer.batch import params_from_settings  # noqa: E402
-from streamer.config import ClusteringSettings, GraphSettings  # noqa: E402
+from streamer.config import ClusteringSettings, GraphSettings, TrackingSettings  # noqa: E402
 from streamer.pipeline import Arrivals, LiveSnapshot, SnapshotHolder  # noqa: E402
 from streamer.quality import score_clustering  # noqa: E402
 from streamer.recluster import ReclusterConfig, Reclusterer  # noqa: E402
 from streamer.schema import NOISE, Headline  # noqa: E402
-from streamer.snapshot import assign_arrivals  # noqa: E402
+from streamer.arrivals import ArrivalAssigner, EmergingRule  # noqa: E402
 from streamer.tracking import ClusterRegistry  # noqa: E402
 
 BATCH = 64
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--window-days", type=float, default=3.0)
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--every-noise", type=int, default=200, help="also re-cluster after this many noise arrivals (0 = off)")
+    parser.add_argument("--emerging-similarity", type=float, default=None, help="default: tracking.emerging_similarity")
+    parser.add_argument("--emerging-min-size", type=int, default=None, help="default: tracking.emerging_min_size (0 = off)")
     args = parser.parse_args()
     rows = uci_rows(0, args.rows)
     ids, titles, stories, vectors = uci_window(0, args.rows)
@@ -60,6 +62,16 @@ def main() -> None:
     )
     holder = SnapshotHolder()
     registry = ClusterRegistry()
+    tracking_defaults = TrackingSettings()
+    rule = EmergingRule(
+        attach_similarity=clustering.attach_similarity,
+        emerging_similarity=tracking_defaults.emerging_similarity if args.emerging_similarity is None else args.emerging_similarity,
+        emerging_min_size=tracking_defaults.emerging_min_size if args.emerging_min_size is None else args.emerging_min_size,
+    )
+    assigner = ArrivalAssigner(rule, registry)
+    placed_how: dict[str, int] = {}
+    arrival_how: dict[str, str] = {}
+    agreement_by_how: dict[str, list[float]] = {}
     reclusterer = Reclusterer(store=None, sink=None, runner=None, holder=holder, registry=registry,  # type: ignore[arg-type]
                               metrics=None, config=config, dim=vectors.shape[1])  # type: ignore[arg-type]
     story = dict(zip(ids, stories, strict=True))
@@ -90,10 +102,14 @@ def main() -> None:
         found_sims = np.take_along_axis(sims, top, 1).astype(np.float32)
         live = holder.current
         if live is not None:
-            assignment = assign_arrivals(live.snapshot, found, found_sims, [h.id for h in heads])
-            for h, local in zip(heads, assignment.labels.tolist(), strict=True):
-                published[h.id] = arrival_label[h.id] = live.stable(local)
-            noise_since_run += int((assignment.labels == NOISE).sum())
+            outcome = assigner.assign(live.snapshot, live.stable_ids, heads, found, found_sims)
+            for h, placement in zip(heads, outcome.placements, strict=True):
+                published[h.id] = arrival_label[h.id] = placement.cluster_id
+                placed_how[placement.how] = placed_how.get(placement.how, 0) + 1
+                arrival_how[h.id] = placement.how
+            for moved, cluster_id in outcome.moved:
+                published[moved.id] = cluster_id
+            noise_since_run += sum(1 for p in outcome.placements if p.cluster_id == NOISE)
         else:
             for h in heads:
                 published[h.id] = arrival_label[h.id] = NOISE
@@ -120,6 +136,8 @@ def main() -> None:
                 predictable = [h for h in checked if labels_now[h] == NOISE or labels_now[h] in existed]
                 agreement_predictable.extend(float(arrival_label[h] == labels_now[h]) for h in predictable)
                 agreements.extend(float(arrival_label[h] == labels_now[h]) for h in checked)
+                for h in checked:
+                    agreement_by_how.setdefault(arrival_how.get(h, "none"), []).append(float(arrival_label[h] == labels_now[h]))
                 for h in checked:
                     a, b = arrival_label[h], labels_now[h]
                     kind = "same" if a == b else ("noise->cluster" if a == NOISE else ("cluster->noise" if b == NOISE else "cluster->other"))
@@ -153,6 +171,9 @@ def main() -> None:
         "arrival_agreement_existing_clusters": round(float(np.mean(agreement_predictable)), 4),
         "arrivals_with_existing_cluster": len(agreement_predictable),
         "arrival_outcomes": disagreement,
+        "arrivals_placed_by": placed_how,
+        "agreement_by_placement": {how: round(float(np.mean(v)), 4) for how, v in sorted(agreement_by_how.items())},
+        "emerging_rule": vars(rule),
         "id_stability": round(stability_hits / max(stability_total, 1), 4),
         "stable_pairs_checked": stability_total,
         "recluster_s_median": round(float(np.median(run_seconds)), 3),

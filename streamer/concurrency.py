@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -28,12 +30,20 @@ class BlockingRunner:
     max_workers:
         Threads available to blocking work. Torch and faiss parallelise inside
         one call, so a small number (2) is right on small machines.
+    niceness:
+        Scheduling niceness added to the pool's threads (Linux schedules threads
+        one by one). Background work such as re-clustering runs at +10 so that
+        the ingest path keeps its cores when both want them.
     """
 
-    def __init__(self, max_workers: int = 2, *, name: str = "streamer-blocking") -> None:
+    def __init__(self, max_workers: int = 2, *, name: str = "streamer-blocking", niceness: int = 0) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        if niceness < 0:
+            raise ValueError(f"niceness must be >= 0 (raising priority needs privileges), got {niceness}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix=name, initializer=_lower_priority, initargs=(niceness,)
+        )
 
     async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``func(*args, **kwargs)`` in the pool and await its result (context vars travel along)."""
@@ -45,6 +55,14 @@ class BlockingRunner:
     def shutdown(self) -> None:
         """Stop accepting work; running calls finish. Idempotent."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _lower_priority(niceness: int) -> None:
+    if niceness and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:  # not allowed or not supported here: run at normal priority
+            pass
 
 
 async def wait_for_any(*events: asyncio.Event, timeout_s: float | None = None) -> bool:

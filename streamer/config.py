@@ -71,6 +71,13 @@ class EmbeddingSettings(_Section):
     max_length: int = Field(128, ge=8, le=8192, description="Tokens kept per text; headlines are short.")
     use_fp16: bool = Field(False, description="Half precision (GPU only; leave off on CPU).")
     threads: int | None = Field(None, ge=1, le=256, description="Torch intra-op threads; default: all cores.")
+    single_thread_below: int = Field(
+        16,
+        ge=0,
+        le=100_000,
+        description="Batches of fewer texts run on one torch thread: a few headlines gain nothing from more, and "
+        "torch's spinning threads stall for 100s of ms when the re-clusterer shares the cores (0 = never).",
+    )
     offline: bool = Field(True, description="Never contact the Hugging Face hub (HF_HUB_OFFLINE=1).")
     cache_dir: Path | None = Field(None, description="Hugging Face cache for downloaded models.")
 
@@ -100,6 +107,12 @@ class MilvusSettings(_Section):
     )
     timeout_s: float = Field(30.0, gt=0, le=600)
     search_batch: int = Field(256, ge=1, le=16384, description="Query vectors per Milvus search call.")
+    lite_flush_rows: int = Field(
+        256,
+        ge=0,
+        description="Milvus Lite only: flush after this many upserted rows, since Lite searches unflushed rows "
+        "slowly (0 = leave it to Lite's 128 MB budget).",
+    )
 
     _upper_metric = field_validator("metric", "index_type", mode="before")(_upper)
 
@@ -183,6 +196,23 @@ class TrackingSettings(_Section):
         0.25, gt=0, le=1, description="Rebuild the graph from scratch when this share of rows was repaired."
     )
     state_topic: str = Field("streamer-state", description="Compacted Kafka topic holding the cluster registry.")
+    emerging_similarity: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Arrivals the snapshot cannot place start an emerging topic with recent unplaced arrivals "
+        "at least this cosine-similar (streamer.arrivals).",
+    )
+    emerging_min_size: int = Field(
+        3, ge=0, description="Headlines (the arrival included) that start an emerging topic between runs (0 = off)."
+    )
+
+    @field_validator("emerging_min_size")
+    @classmethod
+    def _topic_of_one_is_no_topic(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2")
+        return value
 
 
 class KafkaSettings(_Section):

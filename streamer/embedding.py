@@ -146,6 +146,7 @@ class FlagEmbedder:
 
             if self._settings.threads:
                 torch.set_num_threads(self._settings.threads)
+            self._threads = torch.get_num_threads()
             common: dict[str, Any] = {
                 "normalize_embeddings": True,
                 "use_fp16": self._settings.use_fp16,
@@ -161,6 +162,14 @@ class FlagEmbedder:
             raise
         except Exception as exc:  # any loader failure (missing files, bad config) becomes one clear error
             raise EmbeddingError(f"cannot load embedding model {self._settings.model!r}: {exc}") from exc
+
+    @staticmethod
+    def _use_threads(n: int) -> None:
+        """Torch threads for this call (OpenMP's setting is per calling thread: set it where we run)."""
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
     def _batches(self, texts: list[str]) -> Iterator[list[str]]:
         size = self._settings.batch_size
@@ -209,6 +218,7 @@ class FlagEmbedder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         try:
+            self._use_threads(1 if len(texts) < self._settings.single_thread_below else self._threads)
             if not progress or len(texts) <= self._settings.batch_size * 4:
                 vectors = self._encode_raw(texts)
             else:

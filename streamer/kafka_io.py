@@ -16,7 +16,11 @@ Only this module imports aiokafka.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import ssl
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -45,15 +49,24 @@ __all__ = [
     "client_options",
     "CE_SOURCE",
     "STATE_MAX_BYTES",
+    "STATE_PART_BYTES",
 ]
 
 log = get_logger(__name__)
 
 CE_SOURCE = "urn:streamer"
-#: Largest state-topic record the topic accepts and the state consumers fetch (the producer
-#: still caps one request at its own ``max_request_size``, 16 MiB by default).
+#: Largest state-topic record the topic accepts and the state consumers fetch.
 STATE_MAX_BYTES = 64 * 1024 * 1024
+#: Largest value one state record carries. A larger value (a million-headline window's snapshot
+#: is tens of MB) is written as numbered parts of at most this size, then a small manifest under
+#: the value's own key (see :meth:`AiokafkaSink.send_state`). Under 1 MiB, so a part fits the
+#: broker's default ``max.message.bytes`` and any producer ``max_request_size`` from 1 MiB up.
+STATE_PART_BYTES = 960 * 1024
 _STATE_FETCH = {"max_partition_fetch_bytes": STATE_MAX_BYTES, "fetch_max_bytes": STATE_MAX_BYTES}
+# Part keys: <key> 0x1f "part" 0x1f <generation> 0x1f <index>; 0x1f never occurs in a state key.
+_PART_MARK = b"\x1fpart\x1f"
+_MANIFEST_MAGIC = b"streamer-state-manifest/1\n"
+_STATE_ORPHAN_GRACE_MS = 10 * 60 * 1000
 _CE_TYPES = {"assignment": "io.streamer.headline.assignment.v1", "cluster": "io.streamer.cluster.{type}.v1"}
 
 
@@ -261,6 +274,10 @@ class AiokafkaSink:
         self._settings = settings
         self._max_request_size = max_request_size
         self._producer: Any = None
+        # Part keys of each state key to delete at a later commit of that key, with the earliest
+        # time (ms) that may happen: parts this sink wrote and its first scan of the topic found.
+        self._state_parts: dict[str, dict[bytes, dict[bytes, int]]] = {}
+        self._state_scanned: set[str] = set()
 
     async def start(self, *, timeout_s: float = 60) -> None:
         if self._producer is not None:
@@ -339,13 +356,137 @@ class AiokafkaSink:
         await self._send_all(self._settings.dead_letter_topic, [(record.key, record.value or b"", headers)])
 
     async def send_state(self, topic: str, key: bytes, value: bytes | None) -> None:
-        """A record of the compacted state topic (``None`` value = tombstone)."""
+        """Set ``key`` of the compacted state topic to ``value`` (``None`` = delete it).
+
+        A value up to :data:`STATE_PART_BYTES` is one record, as it always was. A larger one goes
+        out as numbered parts under keys of a fresh generation and, once the broker acknowledged
+        every part (acks=all), a small manifest under ``key`` itself (generation, part count,
+        size, SHA-256). The manifest is the commit point: :func:`read_state` and
+        :func:`follow_state` return the old value or the new one, never a mix, also when this
+        process dies half-way or a retry writes a second generation. After the commit the parts
+        of the generations it replaced are deleted (tombstones), so compaction reclaims them; a
+        failure there is logged and retried at the next commit, never raised.
+        """
+        if _PART_MARK in key:
+            raise ValueError(f"state key {key!r} contains the reserved part marker")
+        part_bytes = max(1, min(STATE_PART_BYTES, self._max_request_size - 64 * 1024))
+        chunked = value is not None and (len(value) > part_bytes or value.startswith(_MANIFEST_MAGIC))
+        if chunked or value is None:
+            await self._scan_state_parts(topic)
+        due = self._state_parts.setdefault(topic, {}).setdefault(key, {})
+        new_keys: set[bytes] = set()
+        if value is not None and chunked:
+            generation = uuid.uuid4().hex
+            parts = [value[i : i + part_bytes] for i in range(0, len(value), part_bytes)]
+            keys = [_part_key(key, generation, i) for i in range(len(parts))]
+            new_keys = set(keys)
+            due.update(dict.fromkeys(keys, 0))  # a failed attempt's parts go at the next commit
+            with _translate_errors(f"produce to {topic}"):
+                futures = [await self._producer.send(topic, value=part, key=k) for k, part in zip(keys, parts, strict=True)]
+                await asyncio.gather(*futures)
+            value = _MANIFEST_MAGIC + json.dumps(
+                {"generation": generation, "parts": len(parts), "size": len(value), "sha256": hashlib.sha256(value).hexdigest()}
+            ).encode()
         with _translate_errors(f"produce to {topic}"):
             await self._producer.send_and_wait(topic, value=value, key=key)
+        now_ms = int(time.time() * 1000)
+        stale = sorted(k for k, not_before_ms in due.items() if k not in new_keys and not_before_ms <= now_ms)
+        if stale:
+            try:
+                with _translate_errors(f"produce to {topic}"):
+                    await asyncio.gather(*[await self._producer.send(topic, value=None, key=k) for k in stale])
+                for k in stale:
+                    del due[k]
+            except BrokerError as exc:
+                log.warning("deleting replaced state parts failed; retried at the next commit", topic=topic, error=str(exc))
+
+    async def _scan_state_parts(self, topic: str) -> None:
+        """Once per topic: learn which parts on it become garbage once this sink commits their key.
+
+        The parts of each key's current value go at this sink's next commit of that key (which
+        replaces it). Parts no manifest uses were left by a writer that died before its commit,
+        or belong to another writer's commit in progress (a leadership hand-over): they go at
+        the first commit after they are ``_STATE_ORPHAN_GRACE_MS`` old, when no live writer is
+        still on them (a commit writes its parts and manifest back to back, in seconds).
+        """
+        if topic in self._state_scanned:
+            return
+        try:
+            latest = await _read_latest(self._settings, topic)
+        except BrokerError as exc:  # only garbage collection depends on it: write anyway, scan next time
+            log.warning("state topic scan failed", topic=topic, error=str(exc))
+            return
+        for part_key, (timestamp_ms, _) in latest.items():
+            split = _split_part_key(part_key)
+            if split is None:
+                continue
+            base, generation = split
+            manifest = _parse_manifest(latest[base][1]) if base in latest else None
+            current = manifest is not None and manifest["generation"] == generation
+            due = self._state_parts.setdefault(topic, {}).setdefault(base, {})
+            due.setdefault(part_key, 0 if current else timestamp_ms + _STATE_ORPHAN_GRACE_MS)
+        self._state_scanned.add(topic)
+
+
+def _part_key(key: bytes, generation: str, index: int) -> bytes:
+    return key + _PART_MARK + generation.encode() + b"\x1f" + b"%06d" % index
+
+
+def _split_part_key(key: bytes) -> tuple[bytes, str] | None:
+    """``(state key, generation)`` of a part key, None for any other key."""
+    base, mark, rest = key.partition(_PART_MARK)
+    return (base, rest.partition(b"\x1f")[0].decode()) if mark else None
+
+
+def _parse_manifest(value: bytes) -> dict[str, Any] | None:
+    if not value.startswith(_MANIFEST_MAGIC):
+        return None
+    manifest: dict[str, Any] = json.loads(value[len(_MANIFEST_MAGIC) :])
+    return manifest
+
+
+def _assemble(key: bytes, manifest: dict[str, Any], parts: dict[bytes, bytes]) -> bytes | None:
+    """The value a manifest commits, from its parts; None if one is missing or the checksum fails."""
+    chunks = [parts.get(_part_key(key, manifest["generation"], i)) for i in range(int(manifest["parts"]))]
+    if any(chunk is None for chunk in chunks):
+        return None
+    value = b"".join(chunks)  # type: ignore[arg-type]
+    if len(value) != manifest["size"] or hashlib.sha256(value).hexdigest() != manifest["sha256"]:
+        return None
+    return value
 
 
 async def read_state(settings: KafkaSettings, topic: str, *, timeout_s: float = 30) -> dict[bytes, bytes]:
-    """Latest value per key of a compacted topic, read from the beginning to the current end."""
+    """Latest value per key of the state topic, read from the beginning to the current end.
+
+    Values written in parts (:meth:`AiokafkaSink.send_state`) come back whole, under their own
+    key; part keys are not returned. A manifest whose parts are missing or do not match its
+    checksum raises :class:`BrokerError` (not retriable) rather than restoring something else.
+    """
+    latest = await _read_latest(settings, topic, timeout_s=timeout_s)
+    state: dict[bytes, bytes] = {}
+    for key, (_, value) in latest.items():
+        if _PART_MARK in key:
+            continue
+        manifest = _parse_manifest(value)
+        if manifest is None:
+            state[key] = value
+            continue
+        parts = {k: v for k, (_, v) in latest.items() if k.startswith(key + _PART_MARK)}
+        whole = _assemble(key, manifest, parts)
+        if whole is None:
+            error = BrokerError(
+                f"state topic {topic!r}: {key!r} names {manifest['parts']} parts of generation "
+                f"{manifest['generation']} that are missing or fail their checksum"
+            )
+            error.retriable = False
+            raise error
+        state[key] = whole
+    return state
+
+
+async def _read_latest(settings: KafkaSettings, topic: str, *, timeout_s: float = 30) -> dict[bytes, tuple[int, bytes]]:
+    """``{key: (timestamp_ms, value)}`` of the latest record per key of a compacted topic (tombstones drop keys)."""
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -354,7 +495,7 @@ async def read_state(settings: KafkaSettings, topic: str, *, timeout_s: float = 
     )
     with _translate_errors("state consumer start"):
         await asyncio.wait_for(consumer.start(), timeout_s)
-    state: dict[bytes, bytes] = {}
+    state: dict[bytes, tuple[int, bytes]] = {}
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -380,7 +521,7 @@ async def read_state(settings: KafkaSettings, topic: str, *, timeout_s: float = 
                     if m.value is None:
                         state.pop(m.key, None)
                     else:
-                        state[m.key] = m.value
+                        state[m.key] = (m.timestamp, m.value)
     finally:
         await consumer.stop()
     return state
@@ -460,7 +601,12 @@ class LeaderElection:
 async def follow_state(
     settings: KafkaSettings, topic: str, on_record: Any, stop: asyncio.Event, *, poll_ms: int = 1000
 ) -> None:
-    """Call ``on_record(key, value)`` for every new record of the state topic until ``stop``."""
+    """Call ``on_record(key, value)`` for every new value of the state topic until ``stop``.
+
+    A value written in parts is reassembled and passed on when its manifest arrives (parts
+    buffered meanwhile); one whose parts this follower did not all see (it started half-way)
+    is skipped with a warning: the next commit brings a whole one.
+    """
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -473,6 +619,7 @@ async def follow_state(
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
+        parts: dict[bytes, bytes] = {}
         while not stop.is_set():
             try:
                 batches = await consumer.getmany(timeout_ms=poll_ms)
@@ -482,8 +629,28 @@ async def follow_state(
                 continue
             for messages in batches.values():
                 for m in messages:
-                    if m.key is not None and m.value is not None:
+                    if m.key is None:
+                        continue
+                    if _PART_MARK in m.key:
+                        if m.value is None:
+                            parts.pop(m.key, None)
+                        else:
+                            parts[m.key] = m.value
+                        continue
+                    if m.value is None:
+                        continue
+                    manifest = _parse_manifest(m.value)
+                    if manifest is None:
                         on_record(m.key, m.value)
+                        continue
+                    prefix = m.key + _PART_MARK
+                    whole = _assemble(m.key, manifest, parts)
+                    for k in [k for k in parts if k.startswith(prefix)]:
+                        del parts[k]
+                    if whole is None:
+                        log.warning("state value skipped: not all its parts seen", key=m.key.decode(errors="replace"))
+                        continue
+                    on_record(m.key, whole)
     finally:
         await consumer.stop()
 

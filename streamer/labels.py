@@ -27,6 +27,16 @@ def _keyword_text(title: str) -> str:
     return _OUTLET_SUFFIX.sub("", title)
 
 
+def _members(labels: np.ndarray, n_clusters: int) -> list[np.ndarray]:
+    """Positions of each cluster 0..n_clusters-1 in ascending order (``np.flatnonzero(labels == c)``
+    for every c), from one stable sort: O(n log n) instead of a pass over all points per cluster,
+    which took tens of seconds at a million points and 20k clusters."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_clusters + 1), side="left")
+    return [order[bounds[c] : bounds[c + 1]] for c in range(n_clusters)]
+
+
 def ctfidf_keywords(titles: list[str], labels: np.ndarray, n_clusters: int, top_n: int = 8) -> list[list[str]]:
     """Top ``top_n`` c-TF-IDF terms of each cluster 0..n_clusters-1 (noise is ignored).
 
@@ -41,7 +51,7 @@ def ctfidf_keywords(titles: list[str], labels: np.ndarray, n_clusters: int, top_
         raise ValueError(f"{len(titles)} titles but {len(labels)} labels")
     if n_clusters == 0:
         return []
-    docs = [" ".join(_keyword_text(titles[i]) for i in np.flatnonzero(labels == c)) for c in range(n_clusters)]
+    docs = [" ".join(_keyword_text(titles[i]) for i in members.tolist()) for members in _members(labels, n_clusters)]
     vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w'-]+\b", lowercase=True)
     try:
         counts = vectorizer.fit_transform(docs)
@@ -57,12 +67,12 @@ def ctfidf_keywords(titles: list[str], labels: np.ndarray, n_clusters: int, top_
     vocab = vectorizer.get_feature_names_out()
     out: list[list[str]] = []
     for c in range(n_clusters):
-        row = scores.getrow(c)
-        if row.nnz == 0:
+        lo, hi = scores.indptr[c], scores.indptr[c + 1]
+        if lo == hi:
             out.append([])
             continue
         # Ties broken alphabetically so keywords are deterministic.
-        order = sorted(zip(-row.data, vocab[row.indices], strict=True))[:top_n]
+        order = sorted(zip(-scores.data[lo:hi], vocab[scores.indices[lo:hi]], strict=True))[:top_n]
         out.append([str(term) for _, term in order])
     return out
 
@@ -75,8 +85,7 @@ def exemplars(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.nd
     if len(vectors) != len(labels):
         raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
     out = np.full(n_clusters, -1, dtype=np.int64)
-    for c in range(n_clusters):
-        members = np.flatnonzero(labels == c)
+    for c, members in enumerate(_members(labels, n_clusters)):
         if members.size == 0:
             continue
         centroid = vectors[members].mean(axis=0)

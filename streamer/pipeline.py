@@ -7,8 +7,11 @@ For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms
 3. upsert them into Milvus (idempotent: the headline id is the primary key);
 4. search each one's ``2k + 1`` nearest neighbours in Milvus;
 5. assign each to the current snapshot (approximate predict; ``unassigned`` before
-   the first clustering);
-6. publish the assignment events and wait for acks=all;
+   the first clustering), or beside the arrivals since the snapshot, starting an
+   emerging topic when a few close ones are still unplaced (:mod:`streamer.arrivals`);
+6. publish the assignment events (and the ``created`` events of emerging topics, after
+   persisting the id counter, so a restart never hands out the same id twice) and wait
+   for acks=all;
 7. commit the offsets of the whole batch, invalid records included;
 8. hand the arrivals and their neighbour lists to the re-clusterer's window.
 
@@ -23,6 +26,7 @@ Depends only on schema, the pure core and metrics; adapters are injected.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from streamer.arrivals import ArrivalAssigner, EmergingRule
 from streamer.concurrency import BlockingRunner, wait_for_any
 from streamer.errors import StreamerError
 from streamer.logs import get_logger
@@ -39,6 +44,7 @@ from streamer.schema import (
     AssignmentEvent,
     AssignmentReason,
     AssignmentStatus,
+    ClusterEvent,
     Embedder,
     EventSink,
     Headline,
@@ -47,14 +53,18 @@ from streamer.schema import (
     VectorStore,
     now_ms,
 )
-from streamer.snapshot import Snapshot, assign_arrivals
+from streamer.snapshot import Snapshot
+from streamer.tracking import ClusterRegistry
 from streamer.validation import Rejection, parse_record
 
-__all__ = ["IngestConfig", "LiveSnapshot", "SnapshotHolder", "Arrivals", "ArrivalListener", "IngestPipeline", "Retrier"]
+__all__ = ["STATE_ID_COUNTER_KEY", "IngestConfig", "LiveSnapshot", "SnapshotHolder", "Arrivals", "ArrivalListener", "IngestPipeline", "Retrier"]
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+#: State-topic key of the registry's id counter, written whenever the ingest loop mints an id.
+STATE_ID_COUNTER_KEY = b"next-id"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class IngestConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     lag_interval_s: float = 5.0
+    emerging: EmergingRule = EmergingRule()
+    state_topic: str = "streamer-state"
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,11 @@ class IngestPipeline:
         config: IngestConfig,
         listener: ArrivalListener | None = None,
         batch_lock: asyncio.Lock | None = None,
+        registry: ClusterRegistry | None = None,
+        may_mint: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``registry`` (with ``may_mint`` true: this instance leads the re-clusterer) lets arrivals
+        start emerging topics; without it they only follow the snapshot and recent arrivals."""
         self._source = source
         self._sink = sink
         self._embedder = embedder
@@ -171,6 +187,8 @@ class IngestPipeline:
         self._config = config
         self._listener = listener
         self._batch_lock = batch_lock or asyncio.Lock()
+        self._registry = registry
+        self._assigner = ArrivalAssigner(config.emerging, registry, may_mint)
         self.batches_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -277,27 +295,40 @@ class IngestPipeline:
             )
         # 5. assign
         with self._timed("assign"):
-            events = self._assign(headlines, found, sims)
+            events, moved, started = self._assign(headlines, found, sims)
         # 6. publish
         with self._timed("produce"):
-            await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(events))
+            if started and self._registry is not None:
+                counter = json.dumps({"next_id": self._registry.next_id}).encode()
+                await retrier.run(
+                    "state", "kafka", lambda: self._sink.send_state(self._config.state_topic, STATE_ID_COUNTER_KEY, counter)
+                )
+                await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(started))
+                for _ in started:
+                    m.lifecycle.labels("created").inc()
+            await retrier.run("produce", "kafka", lambda: self._sink.send_assignments([*events, *moved]))
         acked = time.time()
         for (record, _), event in zip(valid, events, strict=True):
             m.processed.labels(record.topic).inc()
             m.assignments.labels(event.reason.value, event.status.value).inc()
             if record.timestamp_ms > 0:
                 m.end_to_end_seconds.observe(max(0.0, acked - record.timestamp_ms / 1000))
-        for event in events:
+        for event in moved:
+            m.assignments.labels(event.reason.value, event.status.value).inc()
+        for event in (*events, *moved):
             self._holder.last_assigned[event.headline_id] = event.cluster_id
         # 8. the window learns the arrivals (the re-clusterer runs on its own schedule)
         if self._listener is not None:
             unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)
             self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims, unplaced))
 
-    def _assign(self, headlines: list[Headline], found: list[list[str]], sims: np.ndarray) -> list[AssignmentEvent]:
+    def _assign(
+        self, headlines: list[Headline], found: list[list[str]], sims: np.ndarray
+    ) -> tuple[list[AssignmentEvent], list[AssignmentEvent], list[ClusterEvent]]:
+        """Arrival events, events of earlier arrivals an emerging topic took in, and those topics' created events."""
         live = self._holder.current
         if live is None:
-            return [
+            unassigned = [
                 AssignmentEvent.make(
                     headline=h,
                     cluster_id=NOISE,
@@ -308,23 +339,23 @@ class IngestPipeline:
                 )
                 for h in headlines
             ]
-        # A headline the snapshot already holds (a redelivery) keeps its snapshot label.
-        assignment = assign_arrivals(live.snapshot, found, sims, [h.id for h in headlines])
-        events = []
-        for i, h in enumerate(headlines):
-            pos = live.snapshot.position.get(h.id)
-            local = int(live.snapshot.labels[pos]) if pos is not None else int(assignment.labels[i])
-            prob = float(live.snapshot.probabilities[pos]) if pos is not None else float(assignment.probabilities[i])
-            events.append(
-                AssignmentEvent.for_cluster(
-                    headline=h,
-                    cluster_id=live.stable(local),
-                    probability=prob,
-                    run_id=live.snapshot.run_id,
-                    reason=AssignmentReason.ARRIVAL,
-                )
+            return unassigned, [], []
+        run_id = live.snapshot.run_id
+        outcome = self._assigner.assign(live.snapshot, live.stable_ids, headlines, found, sims)
+        events = [
+            AssignmentEvent.for_cluster(
+                headline=h, cluster_id=p.cluster_id, probability=p.probability, run_id=run_id, reason=AssignmentReason.ARRIVAL
             )
-        return events
+            for h, p in zip(headlines, outcome.placements, strict=True)
+        ]
+        moved = [
+            AssignmentEvent.for_cluster(
+                headline=h, cluster_id=cid, probability=0.0, run_id=run_id, reason=AssignmentReason.EMERGING
+            )
+            for h, cid in outcome.moved
+        ]
+        started = [self._registry.minted_event(cid) for cid in outcome.started] if self._registry is not None else []
+        return events, moved, started
 
 
 class _StageTimer:

@@ -37,7 +37,14 @@ from streamer.concurrency import BlockingRunner, wait_for_any
 from streamer.graph import build_distance_graph
 from streamer.logs import get_logger
 from streamer.metrics import Metrics
-from streamer.pipeline import Arrivals, LiveSnapshot, Retrier, ShutdownRequested, SnapshotHolder
+from streamer.pipeline import (
+    STATE_ID_COUNTER_KEY,
+    Arrivals,
+    LiveSnapshot,
+    Retrier,
+    ShutdownRequested,
+    SnapshotHolder,
+)
 from streamer.report import ClusterSummary
 from streamer.schema import (
     AssignmentEvent,
@@ -91,6 +98,7 @@ class RunReport:
     events: dict[str, int]
     reassigned: int
     duration_s: float
+    phases_s: dict[str, float] = field(default_factory=dict)  # where the run spent its time
 
 
 @dataclass
@@ -224,14 +232,23 @@ class Reclusterer:
 
     # -- one run -------------------------------------------------------------------------
     async def _catch_up(self, retrier: Retrier) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        """Rows Milvus holds that this instance may not have seen (other ingest instances, a restart)."""
+        """Rows Milvus holds that this instance has not seen (other ingest instances, a restart).
+
+        Ids first, then vectors only for the ids the window and the arrival buffer lack: on a
+        single instance that is nothing, and reading vectors back through Milvus Lite takes the
+        collection's lock long enough (~0.3 s per 1,000 rows) to stall the ingest loop.
+        """
         since = max(0, self._ingested_watermark_ms - _CATCH_UP_SLACK_MS) if self._ingested_watermark_ms else 0
-        ids, vectors, rows = await retrier.run(
-            "recluster", "milvus", lambda: self._runner.run(self._store.fetch_since, since)
-        )
-        if rows:
-            self._ingested_watermark_ms = max(self._ingested_watermark_ms, max(int(r["ingested_at"]) for r in rows))
-        return ids, vectors, rows
+        started_ms = int(time.time() * 1000)
+        ids = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.ids_since, since))
+        buffered = {h.id for arrivals in self._pending for h in arrivals.headlines}
+        missing = [hid for hid in ids if hid not in self.window and hid not in buffered]
+        found: tuple[list[str], np.ndarray, list[dict[str, Any]]] = ([], np.zeros((0, self.window.dim), np.float32), [])
+        if missing:
+            found = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.fetch_rows, missing))
+        # Next time, read from a little before this read began (rows stamped meanwhile are re-listed, not lost).
+        self._ingested_watermark_ms = max(self._ingested_watermark_ms, started_ms)
+        return found
 
     def _take_in(self, pending: list[Arrivals], caught_up: tuple[list[str], np.ndarray, list[dict[str, Any]]]) -> None:
         for arrivals in pending:
@@ -279,9 +296,20 @@ class Reclusterer:
 
     async def run_once(self, retrier: Retrier) -> RunReport | None:
         started = time.perf_counter()
+        phases: dict[str, float] = {}
+        mark = started
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = round(now - mark, 3)
+            mark = now
+
         caught_up = await self._catch_up(retrier)
+        phase("catch_up")
         pending, self._pending = self._pending, []
         computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
+        phase("compute")
         self._arrivals_since_run = 0
         self._unplaced_since_run = 0
         if computed is None:
@@ -295,6 +323,7 @@ class Reclusterer:
         tracking = await self._runner.run(
             self.registry.update, computed.export.ids, computed.clustering.labels, computed.summaries
         )
+        phase("track")
         live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
         self._holder.swap(live)
         assignments = self._changed_assignments(computed, live)
@@ -302,7 +331,9 @@ class Reclusterer:
         await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
         for event in assignments:
             self._holder.last_assigned[event.headline_id] = event.cluster_id
+        phase("publish")
         await self.persist(retrier, live)
+        phase("persist")
         duration = time.perf_counter() - started
         counts: dict[str, int] = {}
         for event in tracking.events:
@@ -328,6 +359,7 @@ class Reclusterer:
             events=counts,
             reassigned=len(assignments),
             duration_s=round(duration, 3),
+            phases_s=phases,
         )
         self.reports.append(report)
         log.info("re-clustering run done", **vars(report))
@@ -372,4 +404,7 @@ class Reclusterer:
             self._holder.last_assigned.update(self.registry.cluster_of())
         if STATE_SNAPSHOT_KEY in state:
             self._holder.swap(snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY])))
+        if STATE_ID_COUNTER_KEY in state:  # ids minted for emerging topics after the last run
+            counter = int(json.loads(state[STATE_ID_COUNTER_KEY])["next_id"])
+            self.registry.next_id = max(self.registry.next_id, counter)
         log.info("state restored", run_id=self.registry.run_id, clusters=len(self.registry.clusters))

@@ -209,6 +209,7 @@ class AssignmentStatus(StrEnum):
 class AssignmentReason(StrEnum):
     ARRIVAL = "arrival"  # approximate assignment when the headline arrived
     RECLUSTER = "recluster"  # a re-clustering run moved the headline
+    EMERGING = "emerging"  # a new topic formed around the headline between runs (streamer.arrivals)
 
 
 class _Event(BaseModel):
@@ -291,7 +292,9 @@ class ClusterEventType(StrEnum):
 class ClusterEvent(_Event):
     """A change in a topic's life, keyed by ``cluster_id``.
 
-    - created: a new id; ``split_from`` is set when it was carved out of an existing cluster.
+    - created: a new id; ``split_from`` is set when it was carved out of an existing cluster;
+      ``emerging`` when the ingest loop started it between runs from a few close arrivals
+      (no keywords yet: the next run confirms it with ``updated``, or merges or expires it).
     - updated: size, keywords or exemplar changed.
     - merged: ``merged_from`` ids were absorbed into ``cluster_id``.
     - split: ``cluster_id`` kept part of its members and ``split_into`` holds the new ids.
@@ -309,6 +312,7 @@ class ClusterEvent(_Event):
     merged_from: list[int] = Field(default_factory=list)
     split_from: int | None = None
     split_into: list[int] = Field(default_factory=list)
+    emerging: bool = False
 
     @classmethod
     def make(cls, *, type: ClusterEventType, cluster_id: int, run_id: int, **fields: Any) -> ClusterEvent:
@@ -343,6 +347,14 @@ class VectorStore(Protocol):
 
     def fetch_all(self) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
         """Every stored id, its vector (n, dim) and its scalar fields."""
+        ...
+
+    def ids_since(self, ingested_at_ms: int) -> list[str]:
+        """Ids of rows ingested at or after the given time (no vectors)."""
+        ...
+
+    def fetch_rows(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        """The given rows: ids found, their vectors (n, dim) and scalar fields."""
         ...
 
     def delete(self, ids: list[str]) -> None: ...

@@ -24,6 +24,7 @@ from streamer.config import Settings
 from streamer.errors import StreamerError
 from streamer.logs import get_logger
 from streamer.metrics import Health, HealthServer, Metrics
+from streamer.arrivals import EmergingRule
 from streamer.pipeline import IngestConfig, IngestPipeline, Retrier, SnapshotHolder
 from streamer.recluster import STATE_SNAPSHOT_KEY, ReclusterConfig, Reclusterer, decode_state, snapshot_from_state
 from streamer.tracking import ClusterRegistry
@@ -82,6 +83,8 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
     health = Health()
     http = HealthServer(metrics, health, settings.service.http_host, settings.service.http_port)
     runner = BlockingRunner(settings.service.blocking_workers)
+    # Re-clustering is background work: its own thread, at lower priority than ingest.
+    background = BlockingRunner(1, name="streamer-recluster", niceness=10)
     await http.start()
     store = None
     sink = AiokafkaSink(k)
@@ -117,7 +120,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         reclusterer = Reclusterer(
             store=store,
             sink=sink,
-            runner=runner,
+            runner=background,
             holder=holder,
             registry=registry,
             metrics=metrics,
@@ -160,9 +163,18 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
                     max_message_bytes=k.max_message_bytes,
                     k=settings.graph.k,
                     retry_initial_s=k.retry_backoff_ms / 1000,
+                    emerging=EmergingRule(
+                        attach_similarity=settings.clustering.attach_similarity,
+                        emerging_similarity=settings.tracking.emerging_similarity,
+                        emerging_min_size=settings.tracking.emerging_min_size,
+                    ),
+                    state_topic=settings.tracking.state_topic,
                 ),
                 listener=reclusterer if role == "all" else None,
                 batch_lock=source.batch_lock,
+                # Only the re-clusterer's leader owns the id counter, so only it starts emerging topics.
+                registry=registry if role == "all" else None,
+                may_mint=election.is_leader,
             )
             tasks.append(asyncio.create_task(pipeline.run(stop), name="ingest"))
         else:
@@ -193,4 +205,5 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         if store is not None:
             store.close()
         runner.shutdown()
+        background.shutdown()
         await http.stop()

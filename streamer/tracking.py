@@ -15,6 +15,12 @@ Each run's clusters are matched to the previous run's by member overlap:
 5. other unmatched new clusters are **created**, other unmatched old ones **expired**;
    matched ones whose size, keywords or exemplar changed are **updated**.
 
+Between runs the ingest loop may **mint** emerging clusters (:mod:`streamer.arrivals`):
+they join the registry at once, with their members so far, and the next run matches
+them like any other cluster. Minting happens on the event loop while :meth:`update`
+runs in a worker thread, so both take a lock; a cluster minted while an update is
+computing is carried into the registry that update leaves.
+
 The registry's state (id counter, run counter, members per cluster) round-trips
 through :meth:`ClusterRegistry.to_state` so a restart does not renumber topics.
 Pure Python/numpy/scipy; no I/O.
@@ -22,15 +28,16 @@ Pure Python/numpy/scipy; no I/O.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from streamer.report import ClusterSummary
-from streamer.schema import NOISE, ClusterEvent, ClusterEventType
+from streamer.schema import NOISE, ClusterEvent, ClusterEventType, Headline
 
 __all__ = ["TrackedCluster", "ClusterRegistry", "TrackingResult"]
 
@@ -46,6 +53,7 @@ class TrackedCluster:
     exemplar_title: str | None = None
     persistence: float = 0.0
     born_run: int = 0
+    emerging: bool = False  # minted between runs from arrivals; the next run confirms it or not
 
     @property
     def size(self) -> int:
@@ -72,6 +80,8 @@ class ClusterRegistry:
         self.next_id = 0
         self.run_id = 0
         self.clusters: dict[int, TrackedCluster] = {}
+        self._lock = threading.Lock()
+        self._recorded: dict[str, int] = {}  # arrivals recorded since the last update
 
     # -- persistence -----------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -88,6 +98,7 @@ class ClusterRegistry:
                     "exemplar_title": c.exemplar_title,
                     "persistence": c.persistence,
                     "born_run": c.born_run,
+                    "emerging": c.emerging,
                 }
                 for c in self.clusters.values()
             ],
@@ -107,6 +118,7 @@ class ClusterRegistry:
                 exemplar_title=c["exemplar_title"],
                 persistence=float(c["persistence"]),
                 born_run=int(c["born_run"]),
+                emerging=bool(c.get("emerging", False)),
             )
             for c in state["clusters"]
         }
@@ -115,25 +127,76 @@ class ClusterRegistry:
         """Headline id -> stable cluster id, as of the latest run."""
         return {hid: c.id for c in self.clusters.values() for hid in c.members}
 
+    # -- emerging clusters (event loop) ----------------------------------------------------
+    def mint(self, members: list[str], exemplar: Headline) -> int:
+        """A new id for an emerging topic of ``members``; it is matched at the next run."""
+        with self._lock:
+            cid = self._new_id()
+            self._leave_recorded(members, cid)
+            self.clusters[cid] = TrackedCluster(
+                id=cid,
+                members=frozenset(members),
+                exemplar_id=exemplar.id,
+                exemplar_title=exemplar.title,
+                born_run=self.run_id + 1,
+                emerging=True,
+            )
+            return cid
+
+    def record(self, cluster_id: int, members: list[str]) -> None:
+        """Arrivals were published as members of ``cluster_id``: the next run matches against
+        published membership, so the side of a cluster that downstream knows best keeps its id."""
+        with self._lock:
+            if cluster_id not in self.clusters:
+                return
+            self._leave_recorded(members, cluster_id)
+            cluster = self.clusters[cluster_id]
+            self.clusters[cluster_id] = replace(cluster, members=cluster.members | frozenset(members))
+
+    def _leave_recorded(self, members: list[str], cluster_id: int) -> None:
+        """Arrivals recorded in one cluster and now published in another leave the first (lock held)."""
+        for hid in members:
+            earlier = self._recorded.get(hid)
+            if earlier is not None and earlier != cluster_id and earlier in self.clusters:
+                old = self.clusters[earlier]
+                self.clusters[earlier] = replace(old, members=old.members - {hid})
+            self._recorded[hid] = cluster_id
+
+    def minted_event(self, cluster_id: int) -> ClusterEvent:
+        """The ``created`` event of a cluster just minted (no keywords until a run summarises it)."""
+        with self._lock:
+            cluster = self.clusters[cluster_id]
+        return ClusterEvent.make(
+            type=ClusterEventType.CREATED, cluster_id=cluster_id, run_id=self.run_id, emerging=True, **_event_fields(cluster)
+        )
+
     # -- matching --------------------------------------------------------------------------
     def _new_id(self) -> int:
         self.next_id += 1
         return self.next_id
 
+
     def update(self, ids: list[str], labels: np.ndarray, summaries: list[ClusterSummary]) -> TrackingResult:
-        """Match a new clustering of ``ids`` to the previous run; returns stable ids and events."""
+        """Match a new clustering of ``ids`` to the previous run; returns stable ids and events.
+
+        The previous run's clusters and the emerging ones minted since are matched alike.
+        Emerging clusters minted while this computes stay in the registry for the next run.
+        """
         if len(ids) != len(labels):
             raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
-        self.run_id += 1
-        run = self.run_id
+        with self._lock:
+            self.run_id += 1
+            run = self.run_id
+            clusters = dict(self.clusters)
+            self._recorded = {}
         n_new = len(summaries)
         new_members: list[set[str]] = [set() for _ in range(n_new)]
         for hid, label in zip(ids, labels.tolist(), strict=True):
             if label != NOISE:
                 new_members[label].add(hid)
-        old_ids = list(self.clusters)
+        old_ids = list(clusters)
         old_index = {cid: i for i, cid in enumerate(old_ids)}
-        previous = self.cluster_of()
+        previous = {hid: c.id for c in clusters.values() for hid in c.members}
 
         overlap: Counter[tuple[int, int]] = Counter()
         for c, members in enumerate(new_members):
@@ -141,7 +204,7 @@ class ClusterRegistry:
                 old = previous.get(hid)
                 if old is not None:
                     overlap[(old_index[old], c)] += 1
-        old_sizes = [self.clusters[cid].size for cid in old_ids]
+        old_sizes = [clusters[cid].size for cid in old_ids]
         new_sizes = [len(m) for m in new_members]
 
         # 1. Hungarian on Jaccard.
@@ -192,16 +255,19 @@ class ClusterRegistry:
                 share, o = max(parents)
                 if share >= self.split_min_share:
                     split_parent[c] = o
+        with self._lock:
+            fresh_ids = [self._new_id() for c in range(n_new) if c not in match_new_to_old]
+        fresh = iter(fresh_ids)
         for c in range(n_new):
             if c not in match_new_to_old:
-                stable[c] = self._new_id()
+                stable[c] = next(fresh)
             if c in split_parent:
                 split_children[old_ids[split_parent[c]]].append(int(stable[c]))
 
         new_registry: dict[int, TrackedCluster] = {}
         for c, summary in enumerate(summaries):
             cid = int(stable[c])
-            old = self.clusters.get(cid) if c in match_new_to_old else None
+            old = clusters.get(cid) if c in match_new_to_old else None
             tracked = TrackedCluster(
                 id=cid,
                 members=frozenset(new_members[c]),
@@ -249,7 +315,7 @@ class ClusterRegistry:
         for o, cid in enumerate(old_ids):
             if o in matched_old or o in absorbed:
                 continue
-            gone = self.clusters[cid]
+            gone = clusters[cid]
             events.append(
                 ClusterEvent.make(
                     type=ClusterEventType.EXPIRED,
@@ -261,7 +327,12 @@ class ClusterRegistry:
                     exemplar_title=gone.exemplar_title,
                 )
             )
-        self.clusters = new_registry
+        with self._lock:
+            # Emerging clusters minted on the event loop while this computed wait for the next run.
+            for cid, cluster in self.clusters.items():
+                if cid not in clusters and cid not in new_registry:
+                    new_registry[cid] = cluster
+            self.clusters = new_registry
         return TrackingResult(run, stable, events)
 
 

@@ -60,6 +60,12 @@ def test_fetch_all_since_and_delete(settings: MilvusSettings) -> None:
             assert rows[order[3]]["title"] == "title 3" and rows[order[3]]["published_at"] == 1003
             recent, _, _ = store.fetch_since(10_020)
             assert sorted(recent) == sorted(f"h{i}" for i in range(20, 30))
+            assert sorted(store.ids_since(10_020)) == sorted(recent)
+            some = ["h25", "missing", "h3"]
+            found, some_vectors, some_rows = store.fetch_rows(some)
+            assert found == ["h25", "h3"]
+            assert np.allclose(some_vectors, vectors[[25, 3]], atol=1e-6)
+            assert some_rows[1]["title"] == "title 3" and "vector" not in some_rows[1]
             assert sorted(store.ids_older_than(1_005)) == [f"h{i}" for i in range(5)]
             store.delete([f"h{i}" for i in range(10)])
             assert store.count() == 20

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.clustering import HdbscanParams, run_hdbscan
+from streamer.clustering import HdbscanParams, mutual_reachability, run_hdbscan
 from streamer.graph import build_distance_graph, knn_exact
 from streamer.schema import NOISE
 from tests.unit.helpers import blobs, unit_rows
@@ -163,3 +163,86 @@ def test_attach_similarity_out_of_range_is_rejected() -> None:
     """attach_similarity outside [0, 1] is a parameter error."""
     with pytest.raises(ValueError, match="attach_similarity"):
         HdbscanParams(attach_similarity=1.5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    mcs=st.integers(3, 12),
+    ms=st.integers(1, 5),
+    method=st.sampled_from(["eom", "leaf"]),
+    epsilon=st.sampled_from([0.0, 0.1, 0.3]),
+)
+def test_csr_path_equals_hdbscans_own_sparse_path(seed: int, mcs: int, ms: int, method: str, epsilon: float) -> None:
+    """run_hdbscan's CSR mutual-reachability + MST path gives hdbscan's labels, probabilities and
+    persistence on the same sparse graph, ties included (tied MST edges are ordered as hdbscan does)."""
+    x, _ = blobs(5, 40, spread=0.3, seed=seed)
+    graph = _graph(x, 10)
+    ours = run_hdbscan(graph, HdbscanParams(min_cluster_size=mcs, min_samples=ms, selection_method=method, selection_epsilon=epsilon))
+    theirs = hdbscan.HDBSCAN(
+        metric="precomputed",
+        min_cluster_size=mcs,
+        min_samples=ms,
+        cluster_selection_method=method,
+        cluster_selection_epsilon=epsilon,
+    ).fit(graph)
+    assert np.array_equal(ours.labels, theirs.labels_)
+    assert np.allclose(ours.probabilities, np.nan_to_num(theirs.probabilities_))
+    assert np.allclose(ours.persistence, theirs.cluster_persistence_)
+
+
+def test_mutual_reachability_takes_the_larger_of_both_core_distances() -> None:
+    # Path graph a-b-c with a far leaf d on c: core distance (min_samples=1) is each row's smallest edge.
+    dense = np.array([[0, 0.1, 0, 0], [0.1, 0, 0.2, 0], [0, 0.2, 0, 0.9], [0, 0, 0.9, 0]])
+    reach = mutual_reachability(sp.csr_matrix(dense), min_samples=1).toarray()
+    # cores: a 0.1, b 0.1, c 0.2, d 0.9
+    assert reach[0, 1] == pytest.approx(0.1)
+    assert reach[1, 2] == pytest.approx(0.2)
+    assert reach[2, 3] == pytest.approx(0.9)
+    reach2 = mutual_reachability(sp.csr_matrix(dense), min_samples=2).toarray()
+    # cores at min_samples=2: a has one neighbour only -> its row is short; b 0.2, c 0.9
+    assert reach2[1, 2] == pytest.approx(0.9)
+    assert np.isinf(reach2[0, 1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 120), n_clusters=st.integers(0, 9))
+def test_cluster_summaries_equal_the_per_cluster_scan(seed: int, n: int, n_clusters: int) -> None:
+    """Keywords and exemplars (grouped by one stable sort since the 1M-window work) equal the
+    original definition: members = np.flatnonzero(labels == c), scanned once per cluster."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from streamer.labels import _keyword_text, ctfidf_keywords, exemplars
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, max(n_clusters, 1), n) if n_clusters else np.full(n, NOISE)
+    words = ["fed", "rates", "apple", "iphone", "storm", "vote", "court", "the", "market", "match"]
+    titles = [" ".join(rng.choice(words, rng.integers(1, 5))) + " - Outlet" for _ in range(n)]
+    vectors = unit_rows(rng.normal(size=(n, 6)))
+
+    expected_exemplars = np.full(n_clusters, -1, dtype=np.int64)
+    docs = []
+    for c in range(n_clusters):
+        members = np.flatnonzero(labels == c)
+        docs.append(" ".join(_keyword_text(titles[i]) for i in members))
+        if members.size:
+            centroid = vectors[members].mean(axis=0)
+            expected_exemplars[c] = members[int(np.argmax(vectors[members] @ centroid))]
+    assert np.array_equal(exemplars(vectors, labels, n_clusters), expected_exemplars)
+
+    keywords = ctfidf_keywords(titles, labels, n_clusters, top_n=3)
+    assert len(keywords) == n_clusters
+    if n_clusters:
+        vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w'-]+\b", lowercase=True)
+        try:
+            counts = sp.csr_matrix(vectorizer.fit_transform(docs), dtype=np.float64)
+        except ValueError:  # only stop words / no members anywhere
+            assert keywords == [[] for _ in range(n_clusters)]
+            return
+        words_per = np.asarray(counts.sum(axis=1)).ravel()
+        idf = np.log1p(words_per.mean() / np.maximum(np.asarray(counts.sum(axis=0)).ravel(), 1.0))
+        scores = (sp.diags(1.0 / np.maximum(words_per, 1.0)) @ counts @ sp.diags(idf)).tocsr()
+        vocab = vectorizer.get_feature_names_out()
+        for c in range(n_clusters):
+            row = scores.getrow(c)
+            assert keywords[c] == [str(t) for _, t in sorted(zip(-row.data, vocab[row.indices], strict=True))[:3]]
