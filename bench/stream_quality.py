@@ -13,7 +13,10 @@ Reported (docs/benchmarks.md):
   next-run cluster already existed when they arrived (the only ones a predictor can get right:
   UCI headlines come in story bursts, and most arrivals between runs start new stories);
 - id stability: of cluster pairs in consecutive runs that share a majority of members both ways,
-  the share that kept their id (target >= 95%).
+  the share that kept their id (target >= 95%);
+- a ceiling for arrival agreement: the share of arrivals whose next-run cluster equals the
+  next-run cluster of their nearest neighbour at arrival (a predictor that knew the next run's
+  labels of the neighbours, and copied the nearest one's, would score this).
 
 Usage: .venv/bin/python bench/stream_quality.py [--rows 30000] [--window-days 3] [--every 1000]
 """
@@ -70,6 +73,8 @@ def main() -> None:
     )
     assigner = ArrivalAssigner(rule, registry)
     placed_how: dict[str, int] = {}
+    nearest_at_arrival: dict[str, str] = {}
+    oracle: list[float] = []
     arrival_how: dict[str, str] = {}
     agreement_by_how: dict[str, list[float]] = {}
     reclusterer = Reclusterer(store=None, sink=None, runner=None, holder=holder, registry=registry,  # type: ignore[arg-type]
@@ -100,6 +105,10 @@ def main() -> None:
         top = np.take_along_axis(top, order, 1)
         found = [[ids[j] for j in row] for row in top]
         found_sims = np.take_along_axis(sims, top, 1).astype(np.float32)
+        for h, row in zip(heads, found, strict=True):
+            others = [hid for hid in row if hid != h.id]
+            if others:
+                nearest_at_arrival[h.id] = others[0]
         live = holder.current
         if live is not None:
             outcome = assigner.assign(live.snapshot, live.stable_ids, heads, found, found_sims)
@@ -136,6 +145,11 @@ def main() -> None:
                 predictable = [h for h in checked if labels_now[h] == NOISE or labels_now[h] in existed]
                 agreement_predictable.extend(float(arrival_label[h] == labels_now[h]) for h in predictable)
                 agreements.extend(float(arrival_label[h] == labels_now[h]) for h in checked)
+                oracle.extend(
+                    float(labels_now.get(nearest_at_arrival[h], NOISE - 1) == labels_now[h])
+                    for h in checked
+                    if h in nearest_at_arrival
+                )
                 for h in checked:
                     agreement_by_how.setdefault(arrival_how.get(h, "none"), []).append(float(arrival_label[h] == labels_now[h]))
                 for h in checked:
@@ -168,6 +182,7 @@ def main() -> None:
         "window_bcubed_f1_mean": round(float(np.mean(run_scores)), 4),
         "arrival_agreement": round(float(np.mean(agreements)), 4),
         "arrivals_checked": len(agreements),
+        "arrival_agreement_nearest_neighbour_ceiling": round(float(np.mean(oracle)), 4),
         "arrival_agreement_existing_clusters": round(float(np.mean(agreement_predictable)), 4),
         "arrivals_with_existing_cluster": len(agreement_predictable),
         "arrival_outcomes": disagreement,

@@ -217,6 +217,15 @@ class AiokafkaSource:
         with _translate_errors("commit"):
             await self._consumer.commit(owned)
 
+    async def probe(self) -> None:
+        """A metadata round trip: an idle consumer would not notice a dead broker otherwise."""
+        if self._consumer is None:
+            return
+        # No asyncio timeout around it: cancelling aiokafka's metadata update half-way can leave its
+        # client stuck; each request already has request_timeout_ms, and a dead broker refuses at once.
+        with _translate_errors("metadata probe"):
+            await self._consumer.topics()
+
     async def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the end of each owned partition (for the lag gauge)."""
         out: dict[tuple[str, int], int] = {}

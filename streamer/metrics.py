@@ -24,7 +24,7 @@ __all__ = ["Metrics", "Health", "HealthServer", "STAGES", "DLQ_REASONS", "LIFECY
 
 log = get_logger(__name__)
 
-STAGES = ("fetch", "validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state")
+STAGES = ("fetch", "validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state", "probe")
 # Known label values, exported as zero series at start so increase() sees the first event.
 DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields")
 LIFECYCLE_TYPES = ("created", "updated", "merged", "split", "expired")

@@ -217,8 +217,20 @@ class IngestPipeline:
             await asyncio.gather(lag_task, return_exceptions=True)
 
     async def _report_lag(self, stop: asyncio.Event) -> None:
+        """Lag gauge and broker probe every ``lag_interval_s`` (readiness must drop even with no traffic)."""
         reported: set[tuple[str, str]] = set()
+        probe_failed = False
         while not stop.is_set():
+            try:
+                await self._source.probe()
+                if probe_failed:
+                    self._health.set("kafka", True)
+                probe_failed = False
+            except StreamerError as exc:
+                probe_failed = True
+                self._metrics.errors.labels("probe").inc()
+                self._health.set("kafka", False, str(exc)[:300])
+                log.warning("kafka probe failed", error=str(exc)[:300])
             try:
                 current = {(t, str(p)): lag for (t, p), lag in (await self._source.lag()).items()}
             except StreamerError as exc:

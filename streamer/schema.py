@@ -385,6 +385,10 @@ class HeadlineSource(Protocol):
 
     async def lag(self) -> dict[tuple[str, int], int]: ...
 
+    async def probe(self) -> None:
+        """Ask the broker something; raises when it does not answer (readiness while idle)."""
+        ...
+
 
 @runtime_checkable
 class EventSink(Protocol):

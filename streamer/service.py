@@ -133,14 +133,26 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             await election.start(timeout_s=_START_TIMEOUT_S)
             tasks.append(asyncio.create_task(reclusterer.run(stop, retrier, election.is_leader), name="recluster"))
 
+        decoding: set[asyncio.Task[None]] = set()
+
+        async def take_snapshot(value: bytes) -> None:
+            # Decoding a large window's snapshot takes seconds of JSON parsing: off the event loop.
+            try:
+                live = await background.run(lambda: snapshot_from_state(decode_state(value)))
+            except Exception as exc:  # a bad record must not stop ingest: keep the snapshot we have
+                log.error("snapshot from the state topic could not be decoded", error=str(exc)[:300])
+                return
+            current = holder.current
+            if current is None or live.snapshot.run_id > current.snapshot.run_id:
+                holder.swap(live)
+                log.info("snapshot received", run_id=live.snapshot.run_id)
+
         def on_state(key: bytes, value: bytes) -> None:
             # Followers take the leader's snapshots; the leader already swapped its own in.
             if key == STATE_SNAPSHOT_KEY and not election.is_leader():
-                live = snapshot_from_state(decode_state(value))
-                current = holder.current
-                if current is None or live.snapshot.run_id > current.snapshot.run_id:
-                    holder.swap(live)
-                    log.info("snapshot received", run_id=live.snapshot.run_id)
+                task = asyncio.create_task(take_snapshot(value), name="snapshot-decode")
+                decoding.add(task)
+                task.add_done_callback(decoding.discard)
 
         if role in ("all", "ingest"):
             tasks.append(asyncio.create_task(follow_state(k, settings.tracking.state_topic, on_state, stop), name="state"))

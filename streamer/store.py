@@ -305,10 +305,13 @@ class MilvusStore:
 
     def ids_since(self, ingested_at_ms: int) -> list[str]:
         """Ids of the rows ingested at or after ``ingested_at_ms``, without their vectors (cheap)."""
+        return self._ids_where(f"ingested_at >= {int(ingested_at_ms)}")
+
+    def _ids_where(self, expression: str) -> list[str]:
         with _translate_errors("query", self._name):
             rows = self.client.query(
                 collection_name=self._name,
-                filter=f"ingested_at >= {int(ingested_at_ms)}",
+                filter=expression,
                 output_fields=["id"],
                 consistency_level=self._settings.consistency,
             )
@@ -361,14 +364,7 @@ class MilvusStore:
 
     def ids_older_than(self, event_time_ms: int) -> list[str]:
         """Ids whose event_time is before ``event_time_ms`` (window expiry)."""
-        with _translate_errors("query", self._name):
-            rows = self.client.query(
-                collection_name=self._name,
-                filter=f"event_time < {int(event_time_ms)}",
-                output_fields=["id"],
-                consistency_level=self._settings.consistency,
-            )
-        return [str(r["id"]) for r in rows]
+        return self._ids_where(f"event_time < {int(event_time_ms)}")
 
     def delete(self, ids: list[str]) -> None:
         """Remove rows by id; unknown ids are ignored."""
