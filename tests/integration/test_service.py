@@ -216,3 +216,61 @@ def test_restart_keeps_cluster_ids(
     created_again = {e.cluster_id for e in after if e.type == "created"} & known
     assert not created_again, f"ids reused for new clusters after restart: {created_again}"
     assert any(e.cluster_id in known for e in after if e.type in ("updated", "merged", "split"))
+
+
+def _breaking_story() -> list[dict[str, Any]]:
+    """Twelve headlines of one story no tutorial headline is about, phrased a little differently each time."""
+    openings = ["Penguins escape from Zurich zoo", "Zurich zoo penguins break out", "Escaped Zurich zoo penguins"]
+    endings = ["and ride a city tram", "and board a tram downtown", "seen riding Zurich trams", "caught on a tram"]
+    return [
+        {"id": f"penguins-{i}", "title": f"{openings[i % 3]} {endings[i % 4]}", "published_at": 1_900_000_000_000 + i}
+        for i in range(12)
+    ]
+
+
+def test_breaking_story_gets_an_emerging_topic_before_the_next_run(
+    kafka_bootstrap_servers: str, service_factory: Any, read_topic: Any, tmp_path: Path
+) -> None:
+    """After a first run, a burst of one new story is given a topic id at once: a created event with
+    emerging=true, the earlier arrivals re-published with reason 'emerging', the later ones placed in it,
+    and no new run needed for any of that."""
+    s = _settings(
+        kafka_bootstrap_servers, tmp_path,
+        tracking={"recluster_every_n": 100_000, "recluster_interval_s": 3600, "recluster_noise_n": 0},
+        kafka={"max_batch_size": 4},
+    )
+    svc = service_factory(s, name="emerging").start()
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], _headlines(150))
+    wait_for(lambda: svc.metric_value("streamer_recluster_runs_total") >= 1 and svc.metric_value("streamer_messages_processed_total") >= 150, 180, "the first run")
+    time.sleep(3)  # arrivals during the first run may trigger one more right after it
+    runs_before = svc.metric_value("streamer_recluster_runs_total")
+    story = _breaking_story()
+    for headline in story:  # one at a time, as a story breaks
+        produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], [headline])
+    wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 162, 120, "the story processed")
+    assert svc.metric_value("streamer_recluster_runs_total") == runs_before, "a run happened: the test proves nothing"
+    assert svc.terminate() == 0
+
+    created = [
+        e for e in (ClusterEvent.model_validate_json(m.value) for m in read_topic(s["kafka"]["cluster_events_topic"], idle_s=2))
+        if e.emerging
+    ]
+    assert created and all(e.type == "created" and e.keywords == [] for e in created)
+    assignments = arrival_events(read_topic, s["kafka"]["assignments_topic"])
+    story_ids = {h["id"] for h in story}
+    final: dict[str, int] = {}
+    for event in assignments:
+        if event.headline_id in story_ids:
+            final[event.headline_id] = event.cluster_id
+    topics = {cid for cid in final.values() if cid >= 0}
+    emerging_ids = {e.cluster_id for e in created}
+    # Most of the story sits in one emerging topic, without waiting for a run.
+    main_topic, members = max(((cid, sum(1 for v in final.values() if v == cid)) for cid in topics), key=lambda t: t[1])
+    assert main_topic in emerging_ids and members >= 9, final
+    # The story's first headlines were noise when they arrived and were moved into the topic later
+    # (other topics may emerge among the tutorial headlines too: every move goes to an emerging id).
+    moved = [e for e in assignments if e.reason == "emerging"]
+    assert all(e.cluster_id in emerging_ids for e in moved)
+    assert {e.headline_id for e in moved if e.cluster_id == main_topic} & {"penguins-0", "penguins-1"}
+    arrivals = [e for e in assignments if e.reason == "arrival" and e.headline_id in story_ids]
+    assert sorted(e.headline_id for e in arrivals) == sorted(story_ids)  # still exactly one arrival event each
