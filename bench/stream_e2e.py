@@ -106,18 +106,20 @@ def run_service(broker: KafkaBroker, workdir: Path, role: str, extra: dict) -> t
     return svc.start(), settings
 
 
-def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], role: str) -> dict:
-    svc, s = run_service(broker, workdir, role, {})
+def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], role: str, extra: dict | None = None) -> dict:
+    svc, s = run_service(broker, workdir, role, extra or {})
     k = s["kafka"]
     try:
         asyncio.run(produce(broker.bootstrap_servers, k["input_topic"], messages(rows, "t-"), None))
         events = asyncio.run(read(broker.bootstrap_servers, k["assignments_topic"], len(rows), 900, arrivals_only=True))
+        stages = stage_summary(svc.metrics())
     finally:
         svc.terminate()
     arrivals = [e for e in events if b'"reason":"arrival"' in e.value]
     stamps = sorted(e.timestamp for e in arrivals)
     # first to last event: the steady-state rate, without model load and consumer join
-    return {"role": role, "n": len(arrivals), "msgs_per_s": round((len(arrivals) - 1) / ((stamps[-1] - stamps[0]) / 1000), 1)}
+    return {"role": role, "n": len(arrivals), "msgs_per_s": round((len(arrivals) - 1) / ((stamps[-1] - stamps[0]) / 1000), 1),
+            "stages": stages}
 
 
 def stage_summary(metrics_text: str) -> dict:

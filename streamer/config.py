@@ -107,6 +107,11 @@ class MilvusSettings(_Section):
     )
     timeout_s: float = Field(30.0, gt=0, le=600)
     search_batch: int = Field(256, ge=1, le=16384, description="Query vectors per Milvus search call.")
+    lite_local_search: bool = Field(
+        True,
+        description="Milvus Lite only: answer the arrivals' neighbour searches from an in-process copy of the "
+        "vectors (exact; Lite's own search is Python and slower than embedding). A server is always searched.",
+    )
     lite_flush_rows: int = Field(
         256,
         ge=0,

@@ -69,6 +69,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         follow_state,
         read_state,
     )
+    from streamer.mirror import MirroredStore
     from streamer.store import MilvusStore
 
     stop = stop or asyncio.Event()
@@ -95,8 +96,11 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         # Start-up: each dependency is checked once, with a clear error if it is not there.
         embedder = await runner.run(FlagEmbedder, settings.embedding)
         health.set("model", True)
-        store = MilvusStore(settings.milvus, embedder.dim)
-        await asyncio.wait_for(runner.run(store.open), _START_TIMEOUT_S)
+        milvus = MilvusStore(settings.milvus, embedder.dim)
+        store = milvus
+        await asyncio.wait_for(runner.run(milvus.open), _START_TIMEOUT_S)
+        if not settings.milvus.is_server and settings.milvus.lite_local_search:
+            store = await runner.run(MirroredStore(milvus, embedder.dim).load)
         health.set("milvus", True)
         await ensure_topics(
             k,

@@ -107,3 +107,30 @@ def test_token_is_passed_to_servers_that_require_it(milvus_server_with_auth: Any
     bad = MilvusSettings(uri=milvus_server_with_auth.uri, token="root:wrong-password", collection=name)
     with pytest.raises(StoreError):
         MilvusStore(bad, 16).open()
+
+
+def test_lite_search_mirror_answers_like_milvus(tmp_path: Path) -> None:
+    """The in-process mirror returns Milvus Lite's own neighbours (ids and cosine similarities), after a
+    load of existing rows, upserts that replace vectors, and deletes."""
+    from streamer.mirror import MirroredStore
+
+    settings = MilvusSettings(uri=str(tmp_path / "lite.db"), collection="mirror")
+    heads, vectors = _rows(400, seed=3)
+    with MilvusStore(settings, 16) as lite:
+        lite.upsert(heads[:250], vectors[:250])  # rows from an earlier life of the service
+        mirror = MirroredStore(lite, 16).load()
+        assert len(mirror) == 250
+        mirror.upsert(heads[250:], vectors[250:])
+        moved = unit_rows(np.random.default_rng(9).normal(size=(20, 16)))
+        mirror.upsert(heads[:20], moved)  # same ids, new vectors: replaced, not duplicated
+        mirror.delete([f"h{i}" for i in range(100, 130)])
+        assert len(mirror) == lite.count() == 370
+        queries = unit_rows(np.random.default_rng(4).normal(size=(25, 16)))
+        got_ids, got_sims = mirror.search(queries, 10)
+        want_ids, want_sims = lite.search(queries, 10)
+        assert np.allclose(got_sims, want_sims, atol=1e-4)
+        for got, want in zip(got_ids, want_ids, strict=True):
+            assert got[:9] == want[:9] or set(got) == set(want)  # order may differ on exact ties only
+        assert not {f"h{i}" for i in range(100, 130)} & {hid for row in got_ids for hid in row}
+        few, few_sims = mirror.search(queries[:2], 500)  # more than stored: padded with -inf
+        assert len(few[0]) == 370 and np.isinf(few_sims[:, 370:]).all()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.report import ClusterSummary
 from streamer.schema import ClusterEventType as T
@@ -110,3 +112,31 @@ def test_bad_thresholds_are_rejected() -> None:
     """Thresholds outside (0, 1] are refused."""
     with pytest.raises(ValueError):
         ClusterRegistry(match_threshold=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_old=st.integers(1, 30), n_new=st.integers(1, 30), density=st.floats(0.02, 0.5))
+def test_matching_per_component_reaches_the_dense_optimum(seed: int, n_old: int, n_new: int, density: float) -> None:
+    """The per-component assignment scores the same total Jaccard as one dense Hungarian over all clusters."""
+    from collections import Counter
+
+    from scipy.optimize import linear_sum_assignment
+
+    from streamer.tracking import _match_by_jaccard
+
+    rng = np.random.default_rng(seed)
+    old_sizes = rng.integers(5, 50, n_old).tolist()
+    new_sizes = rng.integers(5, 50, n_new).tolist()
+    overlap: Counter[tuple[int, int]] = Counter()
+    for o in range(n_old):
+        for c in range(n_new):
+            if rng.random() < density:
+                overlap[(o, c)] = int(rng.integers(1, min(old_sizes[o], new_sizes[c]) + 1))
+    dense = np.zeros((n_old, n_new))
+    for (o, c), ov in overlap.items():
+        dense[o, c] = ov / (old_sizes[o] + new_sizes[c] - ov)
+    rows, cols = linear_sum_assignment(dense, maximize=True)
+    best = dense[rows, cols].sum()
+    matches = _match_by_jaccard(overlap, old_sizes, new_sizes, threshold=1e-12)
+    assert len(set(matches.values())) == len(matches)  # one new cluster per old one
+    assert sum(dense[o, c] for c, o in matches.items()) == pytest.approx(best)
