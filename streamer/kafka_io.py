@@ -221,8 +221,7 @@ class AiokafkaSource:
         """A metadata round trip: an idle consumer would not notice a dead broker otherwise."""
         if self._consumer is None:
             return
-        # No asyncio timeout around it: cancelling aiokafka's metadata update half-way can leave its
-        # client stuck; each request already has request_timeout_ms, and a dead broker refuses at once.
+        # Bounded by aiokafka's own request_timeout_ms (a dead broker refuses at once); not cancelled from outside.
         with _translate_errors("metadata probe"):
             await self._consumer.topics()
 
