@@ -165,6 +165,7 @@ class ArrivalAssigner:
         best_snapshot_sim = -np.inf
         closer: list[tuple[float, _Recent]] = []
         nearest_emerging: _Recent | None = None  # most similar recent arrival in an emerging topic
+        nearest_placed: _Recent | None = None  # most similar recent arrival with any cluster
         for hid, sim in zip(neighbour_ids, similarities.tolist(), strict=False):
             if hid == headline.id or not np.isfinite(sim):
                 continue
@@ -176,8 +177,11 @@ class ArrivalAssigner:
                 continue
             if sim >= rule.emerging_similarity and sim > best_snapshot_sim:
                 closer.append((sim, recent))
-            if nearest_emerging is None and recent.cluster_id in self._emerging and sim >= rule.attach_similarity:
-                nearest_emerging = recent
+            if recent.cluster_id != NOISE and sim >= rule.attach_similarity:
+                # Neighbours come best first: the first one found is the most similar.
+                nearest_placed = nearest_placed or recent
+                if nearest_emerging is None and recent.cluster_id in self._emerging:
+                    nearest_emerging = recent
         can_mint = self._minter is not None and rule.emerging_min_size > 0
         if can_mint and len(closer) + 1 >= rule.emerging_min_size:
             # Join a topic that is already emerging nearby rather than start a second one for the same story.
@@ -187,11 +191,8 @@ class ArrivalAssigner:
                 return self._start_topic(headline, [r for _, r in closer], outcome)
         if by_snapshot.cluster_id != NOISE:
             return by_snapshot
-        for hid, sim in zip(neighbour_ids, similarities.tolist(), strict=False):
-            recent = self._recent.get(hid) if hid != headline.id else None
-            if recent is not None and recent.cluster_id != NOISE and sim >= rule.attach_similarity:
-                # Neighbours come best first: this is the most similar recent arrival with a cluster.
-                return Placement(recent.cluster_id, 0.0, "follow")
+        if nearest_placed is not None:
+            return Placement(nearest_placed.cluster_id, 0.0, "follow")
         return Placement(NOISE, 0.0, "noise")
 
     def _start_topic(self, headline: Headline, group: list[_Recent], outcome: ArrivalOutcome) -> Placement:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from streamer.graph import core_distances
 from streamer.schema import NOISE
 
-__all__ = ["HdbscanParams", "Clustering", "run_hdbscan", "mutual_reachability", "single_linkage_tree"]
+__all__ = ["HdbscanParams", "Clustering", "run_hdbscan", "mutual_reachability", "single_linkage_tree", "members_by_cluster"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ class Clustering:
     @property
     def noise_share(self) -> float:
         return float(np.mean(self.labels == NOISE)) if self.labels.size else 0.0
+
+
+def members_by_cluster(labels: np.ndarray, n_clusters: int) -> list[np.ndarray]:
+    """Positions of each cluster 0..n_clusters-1 in ascending order (``np.flatnonzero(labels == c)``
+    for every c), from one stable sort: O(n log n) instead of a pass over all points per cluster,
+    which took tens of seconds at a million points and 20k clusters."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_clusters + 1), side="left")
+    return [order[bounds[c] : bounds[c + 1]] for c in range(n_clusters)]
 
 
 def _all_noise(n: int) -> Clustering:
@@ -141,14 +152,8 @@ def mutual_reachability(graph: sp.csr_matrix, min_samples: int) -> sp.csr_matrix
     """
     csr = sp.csr_matrix(graph, dtype=np.float64)
     csr.sort_indices()
-    n = csr.shape[0]
-    counts = np.diff(csr.indptr)
-    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
-    by_row_then_distance = np.lexsort((csr.data, rows))
-    short = counts < min_samples
-    kth = np.where(short, 0, csr.indptr[:-1] + (min_samples - 1))
-    core = np.where(short, np.inf, csr.data[by_row_then_distance][kth] if csr.nnz else np.inf)
-    del by_row_then_distance
+    rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+    core = core_distances(csr, min_samples)
     reach = np.maximum(csr.data, np.maximum(core[rows], core[csr.indices]))
     return sp.csr_matrix((reach, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
 

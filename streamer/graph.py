@@ -251,10 +251,12 @@ def core_distances(graph: sp.csr_matrix, min_samples: int) -> np.ndarray:
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
     n = graph.shape[0]
+    counts = np.diff(graph.indptr)
+    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+    # One sort of all entries by (row, distance) instead of a partition per row: a Python loop
+    # over a million rows took seconds.
+    by_row_then_distance = graph.data[np.lexsort((graph.data, rows))]
+    short = counts < min_samples
     out = np.full(n, np.inf)
-    indptr, data = graph.indptr, graph.data
-    for i in range(n):
-        row = data[indptr[i] : indptr[i + 1]]
-        if len(row) >= min_samples:
-            out[i] = np.partition(row, min_samples - 1)[min_samples - 1]
+    out[~short] = by_row_then_distance[graph.indptr[:-1][~short] + (min_samples - 1)]
     return out

@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from streamer.clustering import members_by_cluster
+
 __all__ = ["ctfidf_keywords", "exemplars"]
 
 # Aggregated headlines carry the outlet after a dash ("... - Los Angeles Times"); the outlet
@@ -25,16 +27,6 @@ _OUTLET_SUFFIX = re.compile(r"\s+[-|–—]\s+[^-|–—]{2,60}$")
 
 def _keyword_text(title: str) -> str:
     return _OUTLET_SUFFIX.sub("", title)
-
-
-def _members(labels: np.ndarray, n_clusters: int) -> list[np.ndarray]:
-    """Positions of each cluster 0..n_clusters-1 in ascending order (``np.flatnonzero(labels == c)``
-    for every c), from one stable sort: O(n log n) instead of a pass over all points per cluster,
-    which took tens of seconds at a million points and 20k clusters."""
-    labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(n_clusters + 1), side="left")
-    return [order[bounds[c] : bounds[c + 1]] for c in range(n_clusters)]
 
 
 def ctfidf_keywords(titles: list[str], labels: np.ndarray, n_clusters: int, top_n: int = 8) -> list[list[str]]:
@@ -51,7 +43,7 @@ def ctfidf_keywords(titles: list[str], labels: np.ndarray, n_clusters: int, top_
         raise ValueError(f"{len(titles)} titles but {len(labels)} labels")
     if n_clusters == 0:
         return []
-    docs = [" ".join(_keyword_text(titles[i]) for i in members.tolist()) for members in _members(labels, n_clusters)]
+    docs = [" ".join(_keyword_text(titles[i]) for i in members.tolist()) for members in members_by_cluster(labels, n_clusters)]
     vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w'-]+\b", lowercase=True)
     try:
         counts = vectorizer.fit_transform(docs)
@@ -85,7 +77,7 @@ def exemplars(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.nd
     if len(vectors) != len(labels):
         raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
     out = np.full(n_clusters, -1, dtype=np.int64)
-    for c, members in enumerate(_members(labels, n_clusters)):
+    for c, members in enumerate(members_by_cluster(labels, n_clusters)):
         if members.size == 0:
             continue
         centroid = vectors[members].mean(axis=0)

@@ -34,7 +34,6 @@ class MirroredStore:
         import faiss
 
         self._store = store
-        self._dim = dim
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._key_of: dict[str, int] = {}
         self._id_of: dict[int, str] = {}

@@ -18,13 +18,13 @@ import asyncio
 import signal
 from typing import Literal
 
+from streamer.arrivals import EmergingRule
 from streamer.batch import params_from_settings
 from streamer.concurrency import BlockingRunner
 from streamer.config import Settings
 from streamer.errors import StreamerError
 from streamer.logs import get_logger
 from streamer.metrics import Health, HealthServer, Metrics
-from streamer.arrivals import EmergingRule
 from streamer.pipeline import IngestConfig, IngestPipeline, Retrier, SnapshotHolder
 from streamer.recluster import STATE_SNAPSHOT_KEY, ReclusterConfig, Reclusterer, decode_state, snapshot_from_state
 from streamer.tracking import ClusterRegistry

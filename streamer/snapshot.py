@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from streamer.clustering import Clustering
+from streamer.clustering import Clustering, members_by_cluster
 from streamer.graph import core_distances
 from streamer.schema import NOISE
 
@@ -69,10 +69,7 @@ class Snapshot:
 
     def members(self) -> list[np.ndarray]:
         """Point positions of each cluster, by cluster index."""
-        order = np.argsort(self.labels, kind="stable")
-        sorted_labels = self.labels[order]
-        bounds = np.searchsorted(sorted_labels, np.arange(self.n_clusters + 1))
-        return [order[bounds[c] : bounds[c + 1]] for c in range(self.n_clusters)]
+        return members_by_cluster(self.labels, self.n_clusters)
 
 
 def exit_distances(graph: sp.csr_matrix, labels: np.ndarray, core: np.ndarray) -> np.ndarray:

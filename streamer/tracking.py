@@ -177,7 +177,6 @@ class ClusterRegistry:
         self.next_id += 1
         return self.next_id
 
-
     def update(self, ids: list[str], labels: np.ndarray, summaries: list[ClusterSummary]) -> TrackingResult:
         """Match a new clustering of ``ids`` to the previous run; returns stable ids and events.
 
