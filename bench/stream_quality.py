@@ -85,6 +85,7 @@ def main() -> None:
     pending_arrivals: list[str] = []
     agreements: list[float] = []
     disagreement: dict[str, int] = {}
+    moved_why: dict[str, int] = {}
     agreement_predictable: list[float] = []
     noise_since_run = 0
     stability_hits = stability_total = 0
@@ -152,10 +153,16 @@ def main() -> None:
                 )
                 for h in checked:
                     agreement_by_how.setdefault(arrival_how.get(h, "none"), []).append(float(arrival_label[h] == labels_now[h]))
+                alive = set(new_live.stable_ids.tolist())
+                before = set(previous)
                 for h in checked:
                     a, b = arrival_label[h], labels_now[h]
                     kind = "same" if a == b else ("noise->cluster" if a == NOISE else ("cluster->noise" if b == NOISE else "cluster->other"))
                     disagreement[kind] = disagreement.get(kind, 0) + 1
+                    if kind == "cluster->other":
+                        # why: did the arrival's cluster survive the run, and did its new one exist before?
+                        why = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
+                        moved_why[why] = moved_why.get(why, 0) + 1
             pending_arrivals = []
             published.update(labels_now)
             # id stability: majority overlap both ways between consecutive runs -> same id expected
@@ -186,6 +193,7 @@ def main() -> None:
         "arrival_agreement_existing_clusters": round(float(np.mean(agreement_predictable)), 4),
         "arrivals_with_existing_cluster": len(agreement_predictable),
         "arrival_outcomes": disagreement,
+        "cluster_to_other_by_fate": moved_why,
         "arrivals_placed_by": placed_how,
         "agreement_by_placement": {how: round(float(np.mean(v)), 4) for how, v in sorted(agreement_by_how.items())},
         "emerging_rule": vars(rule),

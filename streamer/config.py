@@ -67,16 +67,27 @@ class EmbeddingSettings(_Section):
     pooling: Literal["auto", "cls", "mean", "last_token"] = Field(
         "auto", description="Pooling for 'encoder' models; 'auto' reads the sentence-transformers pooling config."
     )
-    batch_size: int = Field(32, ge=1, le=1024, description="Texts per forward pass.")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Texts per forward pass; encoder models run a micro-batch as several passes in parallel.",
+    )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens kept per text; headlines are short.")
     use_fp16: bool = Field(False, description="Half precision (GPU only; leave off on CPU).")
-    threads: int | None = Field(None, ge=1, le=256, description="Torch intra-op threads; default: all cores.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Encoder models: forward passes run at once, one torch thread each. BGE-M3: torch threads "
+        "of its one pass. Default: all cores.",
+    )
     single_thread_below: int = Field(
         16,
         ge=0,
         le=100_000,
-        description="Batches of fewer texts run on one torch thread: a few headlines gain nothing from more, and "
-        "torch's spinning threads stall for 100s of ms when the re-clusterer shares the cores (0 = never).",
+        description="BGE-M3: batches of fewer texts run on one torch thread: a few headlines gain nothing from more, "
+        "and torch's spinning threads stall for 100s of ms when the re-clusterer shares the cores (0 = never).",
     )
     offline: bool = Field(True, description="Never contact the Hugging Face hub (HF_HUB_OFFLINE=1).")
     cache_dir: Path | None = Field(None, description="Hugging Face cache for downloaded models.")
@@ -112,11 +123,12 @@ class MilvusSettings(_Section):
         description="Milvus Lite only: answer the arrivals' neighbour searches from an in-process copy of the "
         "vectors (exact; Lite's own search is Python and slower than embedding). A server is always searched.",
     )
-    lite_flush_rows: int = Field(
-        256,
+    lite_flush_rows: int | None = Field(
+        None,
         ge=0,
-        description="Milvus Lite only: flush after this many upserted rows, since Lite searches unflushed rows "
-        "slowly (0 = leave it to Lite's 128 MB budget).",
+        description="Milvus Lite only: flush after this many upserted rows. Lite searches unflushed rows slowly, "
+        "but each flush costs CPU the model needs. Default: 256 when Lite answers searches, 4096 when the "
+        "in-process copy does (lite_local_search). 0 = leave it to Lite's 128 MB budget.",
     )
 
     _upper_metric = field_validator("metric", "index_type", mode="before")(_upper)
@@ -125,6 +137,13 @@ class MilvusSettings(_Section):
     @classmethod
     def _capitalise(cls, value: Any) -> Any:
         return value.capitalize() if isinstance(value, str) else value
+
+    @property
+    def lite_flush_every(self) -> int:
+        """``lite_flush_rows`` with its default resolved (see the setting)."""
+        if self.lite_flush_rows is not None:
+            return self.lite_flush_rows
+        return 4096 if self.lite_local_search else 256
 
     @property
     def is_server(self) -> bool:
@@ -241,7 +260,19 @@ class KafkaSettings(_Section):
     ssl_check_hostname: bool = Field(True)
     max_batch_size: int = Field(64, ge=1, le=10_000, description="Headlines per micro-batch.")
     max_batch_wait_ms: int = Field(50, ge=0, le=60_000, description="Longest wait to fill a micro-batch.")
+    batches_in_flight: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="Micro-batches between fetch and commit: while one is stored and published, the next are "
+        "embedded (1 = one batch at a time). Commits stay in order.",
+    )
     max_message_bytes: int = Field(65_536, ge=256, description="Larger messages go to the dead-letter topic.")
+    compression_type: Literal["lz4", "zstd", "gzip", "snappy", "none"] = Field(
+        "lz4",
+        description="Codec of the records streamer produces. lz4 costs the broker (which checks every "
+        "compressed batch) and the service least CPU; gzip compresses most.",
+    )
     request_timeout_ms: int = Field(30_000, ge=1000)
     session_timeout_ms: int = Field(30_000, ge=6000)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)

@@ -10,6 +10,14 @@ Vectors are float32 and L2-normalised, so cosine similarity equals the inner
 product everywhere downstream. Every call blocks; the pipeline runs it through
 :class:`~streamer.concurrency.BlockingRunner`.
 
+Encoder models run a batch as length-sorted forward passes of ``batch_size`` texts, on
+``threads`` worker threads with one torch thread each, rather than as one pass on a
+multi-threaded torch. Headlines are short, so one pass is a few small matrix products:
+torch's OpenMP threads spend much of it meeting at barriers, and stall outright when
+another thread (the event loop, Milvus Lite, the broker) takes one of the cores. Parallel
+single-threaded passes have no barriers and pad less: ~600 texts/s against ~500 on 2
+cores for 64-headline batches (docs/benchmarks.md).
+
 Only this module imports FlagEmbedding and torch.
 """
 
@@ -17,8 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +122,12 @@ class FlagEmbedder:
         self._resolved = resolve_model(settings)
         started = time.perf_counter()
         self._model = self._load()
+        # HF fast tokenizers reconfigure padding/truncation on every call and refuse a second
+        # caller meanwhile ("Already borrowed"): tokenize under a lock, run the passes in parallel.
+        self._tokenizer_lock = threading.Lock()
+        self._passes = ThreadPoolExecutor(
+            max_workers=self._threads, thread_name_prefix="streamer-model", initializer=self._use_threads, initargs=(1,)
+        )
         self._dim = int(self._encode_raw(["dimension probe"]).shape[1])
         log.info(
             "embedding model loaded",
@@ -126,6 +141,10 @@ class FlagEmbedder:
     @property
     def dim(self) -> int:
         return self._dim
+
+    def close(self) -> None:
+        """Stop the forward-pass threads (idempotent); the embedder cannot encode afterwards."""
+        self._passes.shutdown(wait=True)
 
     @property
     def name(self) -> str:
@@ -171,41 +190,48 @@ class FlagEmbedder:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
 
-    def _batches(self, texts: list[str]) -> Iterator[list[str]]:
-        size = self._settings.batch_size
-        for start in range(0, len(texts), size):
-            yield texts[start : start + size]
-
     def _encode_raw(self, texts: list[str]) -> np.ndarray:
         if self._resolved.kind == "bge-m3":
             out = self._model.encode(
                 texts, batch_size=self._settings.batch_size, max_length=self._settings.max_length, return_dense=True
             )
             return np.asarray(out["dense_vecs"], dtype=np.float32).reshape(len(texts), -1)
-        return np.concatenate([self._encode_encoder_batch(batch) for batch in self._batches(texts)])
+        return self._encode_encoder(texts)
 
-    def _encode_encoder_batch(self, texts: list[str]) -> np.ndarray:
+    def _encode_encoder(self, texts: list[str]) -> np.ndarray:
         # FlagModel.encode() runs the first batch of every call twice (a batch-size probe) and draws
         # progress bars; on 64-headline micro-batches that costs ~50% throughput. The loaded model's
         # own tokenizer, network and pooling are used directly instead, with FlagEmbedding's semantics.
+        # Sorting by length first keeps the padding of each pass small.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        size = self._settings.batch_size
+        passes = [order[start : start + size] for start in range(0, len(texts), size)]
+        tokenizer = self._model.tokenizer
+        with self._tokenizer_lock:
+            inputs = [
+                tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self._settings.max_length,
+                    return_tensors="pt",
+                )
+                for rows in passes
+            ]
+        results = list(self._passes.map(self._forward, inputs))
+        vectors = np.empty((len(texts), results[0].shape[1]), dtype=np.float32)
+        for rows, pooled in zip(passes, results, strict=True):
+            vectors[rows] = pooled
+        return vectors
+
+    def _forward(self, inputs: Any) -> np.ndarray:
         import torch
 
         model = self._model
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        inputs = model.tokenizer(
-            [texts[i] for i in order],
-            padding=True,
-            truncation=True,
-            max_length=self._settings.max_length,
-            return_tensors="pt",
-        )
         with torch.inference_mode():
             hidden = model.model(**inputs, return_dict=True).last_hidden_state
             pooled = model.pooling(hidden, inputs["attention_mask"])
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-        vectors[order] = pooled.float().numpy()
-        return vectors
+            return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
 
     def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """Embed ``texts``; returns (len(texts), dim) float32 with unit-length rows.
@@ -218,7 +244,8 @@ class FlagEmbedder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         try:
-            self._use_threads(1 if len(texts) < self._settings.single_thread_below else self._threads)
+            if self._resolved.kind == "bge-m3":  # one multi-threaded pass in this thread (see the module doc)
+                self._use_threads(1 if len(texts) < self._settings.single_thread_below else self._threads)
             if not progress or len(texts) <= self._settings.batch_size * 4:
                 vectors = self._encode_raw(texts)
             else:

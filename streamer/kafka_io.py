@@ -159,6 +159,8 @@ class AiokafkaSource:
         #: Held while a batch is processed; a rebalance waits for it before giving partitions up.
         self.batch_lock = asyncio.Lock()
         self.assigned: set[tuple[str, int]] = set()
+        #: Bumped at every revocation and assignment (see HeadlineSource.generation).
+        self.generation = 0
 
     async def start(self, *, timeout_s: float = 60) -> None:
         if self._consumer is not None:
@@ -250,12 +252,14 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._source.batch_lock:
+            self._source.generation += 1
             for tp in revoked:
                 self._source.assigned.discard((tp.topic, tp.partition))
         if revoked:
             log.info("partitions revoked", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._source.generation += 1
         for tp in assigned:
             self._source.assigned.add((tp.topic, tp.partition))
         if assigned:
@@ -295,7 +299,7 @@ class AiokafkaSink:
             enable_idempotence=True,
             linger_ms=5,
             max_request_size=self._max_request_size,
-            compression_type="gzip",
+            compression_type=None if self._settings.compression_type == "none" else self._settings.compression_type,
             **client_options(self._settings),
         )
         with _translate_errors("producer start"):

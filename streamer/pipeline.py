@@ -15,6 +15,9 @@ For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms
 7. commit the offsets of the whole batch, invalid records included;
 8. hand the arrivals and their neighbour lists to the re-clusterer's window.
 
+Steps 1-2 of the next batches run while steps 3-8 of batch *n* do (:meth:`IngestPipeline.run`
+says why and what keeps that safe); steps 3-8 run one batch at a time, in order.
+
 A retriable failure (Milvus or Kafka away) repeats the failing step with
 exponential backoff and marks the dependency unready; nothing is committed
 until the batch went through, so a crash at any point loses nothing
@@ -68,6 +71,18 @@ STATE_ID_COUNTER_KEY = b"next-id"
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A fetched batch, validated and embedded, waiting for its turn to be stored and published."""
+
+    records: list[RawRecord]
+    rejected: list[tuple[RawRecord, Rejection]]
+    valid: list[tuple[RawRecord, Headline]]
+    vectors: np.ndarray | None
+    #: The source's rebalance generation when the batch was fetched.
+    generation: int
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     max_batch_size: int = 64
     max_batch_wait_ms: int = 50
@@ -76,6 +91,7 @@ class IngestConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     lag_interval_s: float = 5.0
+    batches_in_flight: int = 3
     emerging: EmergingRule = EmergingRule()
     state_topic: str = "streamer-state"
 
@@ -173,14 +189,18 @@ class IngestPipeline:
         batch_lock: asyncio.Lock | None = None,
         registry: ClusterRegistry | None = None,
         may_mint: Callable[[], bool] = lambda: True,
+        model_runner: BlockingRunner | None = None,
     ) -> None:
-        """``registry`` (with ``may_mint`` true: this instance leads the re-clusterer) lets arrivals
+        """``model_runner`` (default: ``runner``) runs the embedder; give it ``batches_in_flight - 1``
+        threads so that embeddings ahead never wait for, or hold up, the store calls on ``runner``.
+        ``registry`` (with ``may_mint`` true: this instance leads the re-clusterer) lets arrivals
         start emerging topics; without it they only follow the snapshot and recent arrivals."""
         self._source = source
         self._sink = sink
         self._embedder = embedder
         self._store = store
         self._runner = runner
+        self._model_runner = model_runner or runner
         self._holder = holder
         self._metrics = metrics
         self._health = health
@@ -192,29 +212,70 @@ class IngestPipeline:
         self.batches_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in flight is finished and committed first."""
+        """Process batches until ``stop`` is set; the batch in flight is finished and committed first.
+
+        Up to ``batches_in_flight`` batches are between fetch and commit: while batch *n* is
+        stored, assigned, published and committed, the next ones are fetched, validated and
+        embedded. The model is the ceiling (it keeps every core busy), and the store, broker
+        round trips and commit are mostly waiting, so they hide behind the next embeddings
+        instead of adding to them; two embeddings in flight also keep the model's threads
+        busy across the tail of each one. Storing and publishing stay strictly in order, one
+        batch at a time, and a batch is committed only after its own events were acknowledged,
+        so at-least-once is unchanged. Batches embedded ahead are dropped, not committed, when
+        stopping or when a rebalance happened since they were fetched (the consumer then
+        rereads from the committed offsets, and those records come again).
+        """
         retrier = Retrier(self._metrics, self._health, stop, self._config.retry_initial_s, self._config.retry_max_s)
         lag_task = asyncio.create_task(self._report_lag(stop), name="streamer-lag")
+        ready: asyncio.Queue[asyncio.Task[_Prepared]] = asyncio.Queue()
+        slots = asyncio.Semaphore(self._config.batches_in_flight)
+        feeder = asyncio.create_task(self._feed(retrier, stop, slots, ready), name="streamer-feed")
         try:
             while not stop.is_set():
+                getter = asyncio.create_task(ready.get())
+                await asyncio.wait({getter, feeder}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    await feeder  # raises what ended it (a fetch refused for good); returns when stopping
+                    return
+                prepared = await getter.result()  # its embedding: a model failure stops the service
+                try:
+                    async with self._batch_lock:
+                        if prepared.generation != self._source.generation:
+                            log.info("dropping a batch fetched before a rebalance; it is read again", records=len(prepared.records))
+                            continue
+                        await self._finish(prepared, retrier)
+                finally:
+                    slots.release()
+        except ShutdownRequested as exc:
+            log.info("stopping with an uncommitted batch; it will be redelivered", stage=str(exc))
+        finally:
+            pending = [feeder, lag_task]
+            while not ready.empty():
+                pending.append(ready.get_nowait())
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _feed(
+        self, retrier: Retrier, stop: asyncio.Event, slots: asyncio.Semaphore, ready: asyncio.Queue[asyncio.Task[_Prepared]]
+    ) -> None:
+        """Fetch batches in order and start preparing each, while a slot is free."""
+        while not stop.is_set():
+            await slots.acquire()
+            generation = self._source.generation
+            try:
                 records = await retrier.run(
                     "fetch",
                     "kafka",
                     lambda: self._source.fetch(self._config.max_batch_size, self._config.max_batch_wait_ms),
                 )
-                if not records:
-                    continue
-                try:
-                    async with self._batch_lock:
-                        await self.process(records, retrier)
-                except ShutdownRequested as exc:
-                    log.info("stopping with an uncommitted batch; it will be redelivered", stage=str(exc))
-                    return
-        except ShutdownRequested:
-            return
-        finally:
-            lag_task.cancel()
-            await asyncio.gather(lag_task, return_exceptions=True)
+            except ShutdownRequested:
+                return
+            if not records:
+                slots.release()
+                continue
+            ready.put_nowait(asyncio.create_task(self._prepare(records, generation), name="streamer-prepare"))
 
     async def _report_lag(self, stop: asyncio.Event) -> None:
         """Lag gauge and broker probe every ``lag_interval_s`` (readiness must drop even with no traffic)."""
@@ -249,53 +310,63 @@ class IngestPipeline:
         return _StageTimer(self._metrics, stage)
 
     async def process(self, records: list[RawRecord], retrier: Retrier) -> None:
-        """Steps 1-8 of the module docstring for one batch."""
+        """Steps 1-8 of the module docstring for one batch, start to finish."""
+        await self._finish(await self._prepare(records, self._source.generation), retrier)
+
+    async def _prepare(self, records: list[RawRecord], generation: int) -> _Prepared:
+        """Steps 1-2: validate and embed. Nothing leaves the process here, so dropping it is safe."""
         m = self._metrics
         m.batch_size.observe(len(records))
         for r in records:
             m.consumed.labels(r.topic).inc()
-        # 1. validate
         with self._timed("validate"):
             arrived = now_ms()
             parsed = [(r, parse_record(r, max_bytes=self._config.max_message_bytes, ingested_at_ms=arrived)) for r in records]
-        for record, result in parsed:
-            if isinstance(result, Rejection):
-                await retrier.run(
-                    "produce", "kafka", lambda r=record, x=result: self._sink.dead_letter(r, x.message, x.reason.value)
-                )
-                m.dead_lettered.labels(result.reason.value).inc()
-                log.info(
-                    "message dead-lettered",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    reason=result.reason.value,
-                    detail=result.message[:200],
-                )
+        rejected = [(r, result) for r, result in parsed if isinstance(result, Rejection)]
         # The same id twice in one batch: the later message wins, as it would across batches.
         latest: dict[str, tuple[RawRecord, Headline]] = {}
         for record, result in parsed:
             if isinstance(result, Headline):
                 latest[result.id] = (record, result)
         valid = list(latest.values())
+        vectors = None
         if valid:
-            await self._process_valid(valid, retrier)
+            # A model failure is not retriable (the same batch would fail again); it stops the service.
+            with self._timed("embed"):
+                vectors = await self._model_runner.run(self._embedder.encode, [h.text for _, h in valid])
+            self._health.set("model", True)
+        return _Prepared(records, rejected, valid, vectors, generation)
+
+    async def _finish(self, prepared: _Prepared, retrier: Retrier) -> None:
+        """Steps 1 (dead letters), 3-8: store, assign, publish, commit, in batch order."""
+        m = self._metrics
+        for record, rejection in prepared.rejected:
+            await retrier.run(
+                "produce", "kafka", lambda r=record, x=rejection: self._sink.dead_letter(r, x.message, x.reason.value)
+            )
+            m.dead_lettered.labels(rejection.reason.value).inc()
+            log.info(
+                "message dead-lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=rejection.reason.value,
+                detail=rejection.message[:200],
+            )
+        if prepared.valid and prepared.vectors is not None:
+            await self._process_valid(prepared.valid, prepared.vectors, retrier)
         # 7. commit everything read, rejected records included
         next_offsets: dict[tuple[str, int], int] = {}
-        for r in records:
+        for r in prepared.records:
             key = (r.topic, r.partition)
             next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
         with self._timed("commit"):
             await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
         self.batches_done += 1
 
-    async def _process_valid(self, valid: list[tuple[RawRecord, Headline]], retrier: Retrier) -> None:
+    async def _process_valid(self, valid: list[tuple[RawRecord, Headline]], vectors: np.ndarray, retrier: Retrier) -> None:
         m = self._metrics
         headlines = [h for _, h in valid]
-        # 2. embed: a model failure is not retriable (the same batch would fail again); it stops the service.
-        with self._timed("embed"):
-            vectors = await self._runner.run(self._embedder.encode, [h.text for h in headlines])
-        self._health.set("model", True)
         # 3. upsert
         with self._timed("upsert"):
             await retrier.run("upsert", "milvus", lambda: self._runner.run(self._store.upsert, headlines, vectors))

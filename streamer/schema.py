@@ -379,6 +379,10 @@ class RawRecord:
 class HeadlineSource(Protocol):
     """Where headline messages come from; offsets are committed explicitly after processing."""
 
+    #: Changes whenever partitions are revoked or assigned: records fetched under an older
+    #: generation may be delivered again and must not be committed.
+    generation: int
+
     async def fetch(self, max_records: int, timeout_ms: int) -> list[RawRecord]: ...
 
     async def commit(self, next_offsets: dict[tuple[str, int], int]) -> None: ...

@@ -84,10 +84,13 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
     health = Health()
     http = HealthServer(metrics, health, settings.service.http_host, settings.service.http_port)
     runner = BlockingRunner(settings.service.blocking_workers)
+    # The embeddings in flight beside the one being stored (see IngestPipeline.run).
+    model_runner = BlockingRunner(max(1, k.batches_in_flight - 1), name="streamer-model-calls")
     # Re-clustering is background work: its own thread, at lower priority than ingest.
     background = BlockingRunner(1, name="streamer-recluster", niceness=10)
     await http.start()
     store = None
+    embedder: FlagEmbedder | None = None
     sink = AiokafkaSink(k)
     source = AiokafkaSource(k) if role != "recluster" else None
     election = LeaderElection(k, topic=settings.tracking.state_topic, group_id=f"{k.group_id}-recluster")
@@ -176,6 +179,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
                 config=IngestConfig(
                     max_batch_size=k.max_batch_size,
                     max_batch_wait_ms=k.max_batch_wait_ms,
+                    batches_in_flight=k.batches_in_flight,
                     max_message_bytes=k.max_message_bytes,
                     k=settings.graph.k,
                     retry_initial_s=k.retry_backoff_ms / 1000,
@@ -191,6 +195,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
                 # Only the re-clusterer's leader owns the id counter, so only it starts emerging topics.
                 registry=registry if role == "all" else None,
                 may_mint=election.is_leader,
+                model_runner=model_runner,
             )
             tasks.append(asyncio.create_task(pipeline.run(stop), name="ingest"))
         else:
@@ -221,5 +226,8 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         if store is not None:
             store.close()
         runner.shutdown()
+        model_runner.shutdown()
+        if embedder is not None:
+            embedder.close()
         background.shutdown()
         await http.stop()

@@ -25,8 +25,12 @@ Only this module imports pymilvus.
 Milvus Lite keeps rows in a memtable until 128 MB of them pile up, and searching that
 memtable converts every row to Python floats: 260 ms for 5 queries over 3k rows, ~1 s
 over 20k. Its flushed segments are searched with numpy (~30 ms). On Lite the store
-therefore flushes after every ``lite_flush_rows`` upserted rows (Lite compacts the small
-segments in the background); a server gets no flushes (it seals segments itself).
+therefore flushes after every ``milvus.lite_flush_rows`` upserted rows (Lite compacts the
+small segments in the background); a server gets no flushes (it seals segments itself).
+When :mod:`streamer.mirror` answers the searches, Lite's search speed no longer matters and
+flushing is CPU the model needs, so the default flushes 16 times less often (a 64-row
+upsert costs 18 ms with a flush every 256 rows, 11 ms every 4,096). Unflushed rows are safe
+from a crash: Lite writes them to its write-ahead log first.
 """
 
 from __future__ import annotations
@@ -238,7 +242,7 @@ class MilvusStore:
         with _translate_errors("upsert", self._name):
             self.client.upsert(collection_name=self._name, data=rows)
         self._rows_since_flush += len(rows)
-        flush_rows = self._settings.lite_flush_rows
+        flush_rows = self._settings.lite_flush_every
         if not self._settings.is_server and flush_rows and self._rows_since_flush >= flush_rows:
             with _translate_errors("flush", self._name):
                 self.client.flush(collection_name=self._name)

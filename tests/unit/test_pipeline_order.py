@@ -1,0 +1,198 @@
+"""IngestPipeline with batches in flight: commits in order, after their own events, never for a
+batch fetched before a rebalance or embedded ahead of a stop.
+
+The adapters are small doubles so that the interleavings can be forced (a slow model, a
+rebalance between fetch and finish); the same loop against the real broker, Milvus Lite and
+model is tests/integration/test_service.py and test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from streamer.concurrency import BlockingRunner
+from streamer.metrics import Health, Metrics
+from streamer.pipeline import IngestConfig, IngestPipeline, SnapshotHolder
+from streamer.schema import AssignmentEvent, ClusterEvent, Headline, RawRecord
+
+DIM = 8
+
+
+def record(partition: int, offset: int) -> RawRecord:
+    hid = f"p{partition}-{offset}"
+    return RawRecord("in", partition, offset, hid.encode(), json.dumps({"id": hid, "title": f"headline {hid}"}).encode())
+
+
+class ScriptedSource:
+    """Hands out the scripted batches; a batch may come with a rebalance right after it is fetched."""
+
+    def __init__(self, batches: list[list[RawRecord]], *, rebalance_after: frozenset[int] = frozenset()) -> None:
+        self.all_batches = list(batches)
+        self.batches = list(batches)
+        self.rebalance_after = rebalance_after
+        self.batch_lock = asyncio.Lock()
+        self.generation = 0
+        self.fetches = 0
+        self.commits: list[tuple[dict[tuple[str, int], int], set[str]]] = []
+        self.sent: set[str] = set()  # shared with the sink: what was acknowledged so far
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        if not self.batches:
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
+        index, self.fetches = self.fetches, self.fetches + 1
+        batch = self.batches.pop(0)
+        if index in self.rebalance_after:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._rebalance()))
+        return batch
+
+    async def _rebalance(self) -> None:
+        """What the real listener does: wait for the batch being finished, then the consumer
+        rereads every partition from its committed offset."""
+        async with self.batch_lock:
+            self.generation += 1
+            committed = self.commits[-1][0].get(("in", 0), 0) if self.commits else 0
+            self.batches = [b for b in self.all_batches if b[0].offset >= committed]
+
+    async def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        self.commits.append((dict(next_offsets), set(self.sent)))
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    async def probe(self) -> None:
+        return None
+
+
+class RecordingSink:
+    def __init__(self, source: ScriptedSource) -> None:
+        self.source = source
+        self.assignments: list[str] = []
+
+    async def send_assignments(self, events: list[AssignmentEvent]) -> None:
+        await asyncio.sleep(0.005)  # an ack round trip
+        self.assignments.extend(e.headline_id for e in events)
+        self.source.sent.update(e.headline_id for e in events)
+
+    async def send_cluster_events(self, events: list[ClusterEvent]) -> None:
+        return None
+
+    async def dead_letter(self, record: RawRecord, reason: str, error_type: str) -> None:
+        return None
+
+    async def send_state(self, topic: str, key: bytes, value: bytes | None) -> None:
+        return None
+
+
+class SlowModel:
+    """Blocks like the real model does; the first batch is the slowest, so later ones overtake it."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        time.sleep(0.08 if self.calls == 1 else 0.01)
+        rng = np.random.default_rng(len(texts))
+        v = rng.normal(size=(len(texts), DIM)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        self.ids.extend(h.id for h in headlines)
+
+    def search(self, vectors: np.ndarray, limit: int) -> tuple[list[list[str]], np.ndarray]:
+        found = [self.ids[-limit:] for _ in range(len(vectors))]
+        return found, np.ones((len(vectors), len(found[0]) if found else 0), dtype=np.float32)
+
+
+async def run_until(pipeline: IngestPipeline, done: Callable[[], bool], stop: asyncio.Event, timeout_s: float = 10) -> None:
+    task = asyncio.create_task(pipeline.run(stop))
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+def make_pipeline(source: ScriptedSource, sink: RecordingSink, runner: BlockingRunner, in_flight: int) -> IngestPipeline:
+    return IngestPipeline(
+        source=source,
+        sink=sink,
+        embedder=SlowModel(),
+        store=MemoryStore(),
+        runner=runner,
+        model_runner=runner,
+        holder=SnapshotHolder(),
+        metrics=Metrics(),
+        health=Health(),
+        config=IngestConfig(max_batch_wait_ms=5, k=2, batches_in_flight=in_flight, lag_interval_s=60),
+        batch_lock=source.batch_lock,
+    )
+
+
+@pytest.fixture
+def runner() -> Iterator[BlockingRunner]:
+    pool = BlockingRunner(4)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+async def test_commits_follow_batch_order_and_their_own_events(runner: BlockingRunner, in_flight: int) -> None:
+    """Each commit comes after every event of its batch was acknowledged, and offsets only grow."""
+    batches = [[record(b % 2, b // 2 * 3 + i) for i in range(3)] for b in range(8)]
+    source = ScriptedSource(batches)
+    sink = RecordingSink(source)
+    pipeline = make_pipeline(source, sink, runner, in_flight)
+    await run_until(pipeline, lambda: len(source.commits) == len(batches), asyncio.Event())
+
+    assert len(source.commits) == len(batches)
+    last: dict[tuple[str, int], int] = {}
+    for batch, (offsets, acknowledged) in zip(batches, source.commits, strict=True):
+        assert {f"p{r.partition}-{r.offset}" for r in batch} <= acknowledged
+        for key, offset in offsets.items():
+            assert offset > last.get(key, -1)
+            last[key] = offset
+    assert sink.assignments == [f"p{r.partition}-{r.offset}" for batch in batches for r in batch]
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_read_again_not_committed(runner: BlockingRunner) -> None:
+    """The batch prepared across a rebalance is dropped; its redelivery is what gets committed, once."""
+    batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(4)]
+    source = ScriptedSource(batches, rebalance_after=frozenset({1}))
+    sink = RecordingSink(source)
+    pipeline = make_pipeline(source, sink, runner, 3)
+    await run_until(pipeline, lambda: len(source.commits) == len(batches), asyncio.Event())
+
+    expected = [f"p0-{r.offset}" for batch in batches for r in batch]
+    assert source.fetches > len(batches)  # something was read again
+    assert sink.assignments == expected  # every batch once, in order: none from before the rebalance
+    assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8]
+
+
+async def test_stopping_drops_the_batches_embedded_ahead(runner: BlockingRunner) -> None:
+    """Stop after the first commit: nothing later is committed without its events, and the rest waits."""
+    batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(6)]
+    source = ScriptedSource(batches)
+    sink = RecordingSink(source)
+    pipeline = make_pipeline(source, sink, runner, 3)
+    await run_until(pipeline, lambda: len(source.commits) >= 1, asyncio.Event())
+
+    assert 1 <= len(source.commits) < len(batches)
+    for offsets, acknowledged in source.commits:
+        assert {f"p0-{o}" for o in range(offsets[("in", 0)])} <= acknowledged
+    committed = source.commits[-1][0][("in", 0)]
+    assert sink.assignments == [f"p0-{o}" for o in range(committed)]  # no event past the last commit
