@@ -86,6 +86,7 @@ def main() -> None:
     agreements: list[float] = []
     disagreement: dict[str, int] = {}
     moved_why: dict[str, int] = {}
+    next_right: dict[str, int] = {}
     agreement_predictable: list[float] = []
     noise_since_run = 0
     stability_hits = stability_total = 0
@@ -154,6 +155,10 @@ def main() -> None:
                 for h in checked:
                     agreement_by_how.setdefault(arrival_how.get(h, "none"), []).append(float(arrival_label[h] == labels_now[h]))
                 alive = set(new_live.stable_ids.tolist())
+                stories_of: dict[int, list[str]] = {}
+                for hid, label in labels_now.items():
+                    stories_of.setdefault(label, []).append(story[hid])
+                majority = {label: max(set(v), key=v.count) for label, v in stories_of.items() if label != NOISE}
                 before = set(previous)
                 for h in checked:
                     a, b = arrival_label[h], labels_now[h]
@@ -162,7 +167,9 @@ def main() -> None:
                     if kind == "cluster->other":
                         # why: did the arrival's cluster survive the run, and did its new one exist before?
                         why = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
+                        why += ",emerging" if a not in existed else ""
                         moved_why[why] = moved_why.get(why, 0) + 1
+                        next_right[why] = next_right.get(why, 0) + int(majority.get(b) == story[h])
             pending_arrivals = []
             published.update(labels_now)
             # id stability: majority overlap both ways between consecutive runs -> same id expected
@@ -194,6 +201,7 @@ def main() -> None:
         "arrivals_with_existing_cluster": len(agreement_predictable),
         "arrival_outcomes": disagreement,
         "cluster_to_other_by_fate": moved_why,
+        "cluster_to_other_next_run_has_their_story": {k: round(next_right[k] / v, 3) for k, v in moved_why.items()},
         "arrivals_placed_by": placed_how,
         "agreement_by_placement": {how: round(float(np.mean(v)), 4) for how, v in sorted(agreement_by_how.items())},
         "emerging_rule": vars(rule),

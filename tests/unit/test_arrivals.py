@@ -96,6 +96,27 @@ def test_arrivals_near_a_known_cluster_keep_the_snapshot_rule() -> None:
     assert not outcome.started
 
 
+def test_a_close_group_beside_a_snapshot_cluster_continues_it() -> None:
+    """Arrivals far closer to each other than to a clustered headline, yet within emerging_similarity
+    of one, continue that cluster (the next run keeps them there); no topic is started."""
+    world = _World()
+    assigner = ArrivalAssigner(RULE, world.registry)
+    rng = np.random.default_rng(3)
+    anchor = world.vectors[0]
+    off = rng.normal(size=anchor.shape)
+    off -= (off @ anchor) * anchor
+    off /= np.linalg.norm(off)
+    centre = 0.8 * anchor + 0.6 * off  # cosine 0.8 to the clustered headline p0
+    group = unit_rows(centre + 0.01 * rng.normal(size=(4, anchor.size)))
+    outcomes = []
+    for i in range(4):
+        found, sims = world.add_and_search([f"c{i}"], group[i : i + 1])
+        outcomes.append(assigner.assign(world.snapshot, world.stable_ids, _heads([f"c{i}"]), found, sims))
+    assert not any(o.started for o in outcomes)
+    cluster_of_p0 = int(world.stable_ids[world.snapshot.labels[0]])
+    assert all(o.placements[0].cluster_id == cluster_of_p0 for o in outcomes)
+
+
 def test_scattered_unplaced_arrivals_start_nothing() -> None:
     """Arrivals that are not close to each other stay noise: no topic from unrelated headlines."""
     world = _World()
