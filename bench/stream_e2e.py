@@ -11,7 +11,7 @@
 3. latency: a steady 50 msgs/s for --latency-s seconds; per headline, the assignment event's
    Kafka timestamp minus the input message's (both CreateTime, same clock); p50/p95/p99.
 
-Usage: .venv/bin/python bench/stream_e2e.py [--n 3000] [--latency-s 60]
+Usage: .venv/bin/python bench/stream_e2e.py [--n 6000] [--latency-s 60] [--warmup 1000] [--roles ingest all]
 """
 
 from __future__ import annotations
@@ -220,11 +220,12 @@ def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--latency-s", type=float, default=60)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     parser.add_argument("--latency-roles", nargs="+", default=["all"], help="roles to measure latency for")
+    parser.add_argument("--warmup", type=int, default=1000, help="headlines through an unmeasured service first (0 = none)")
     parser.add_argument("--roles", nargs="+", default=["ingest", "all"], help="roles to measure throughput for")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="service settings for the throughput runs, e.g. kafka.compression_type=gzip")
@@ -245,11 +246,18 @@ def main() -> None:
         if not args.latency_only:
             # the same model with the (idle) broker up: the conditions the service runs in
             result["embed_only_broker_up_msgs_per_s"] = round(embed_only(rows), 1)
+            # Ratios are against the better of the two: the machine is noisy, and a low baseline flatters.
+            baseline = max(result["embed_only_msgs_per_s"], result["embed_only_broker_up_msgs_per_s"])
+            if args.warmup:
+                # A fresh JVM compiles the broker's request paths during its first seconds of traffic
+                # (it used 1.0 core-s per 3,000 headlines cold, 0.7 warm); a deployed broker is warm.
+                throughput(broker, workdir, uci_rows(args.n, args.warmup), "ingest", overrides)
         for role in () if args.latency_only else args.roles:
-            result[f"e2e_{role}"] = throughput(broker, workdir, rows, role, overrides)
-            result[f"ratio_{role}"] = round(result[f"e2e_{role}"]["msgs_per_s"] / result["embed_only_msgs_per_s"], 3)
+            key = f"e2e_{role}" if f"e2e_{role}" not in result else f"e2e_{role}_again"
+            result[key] = throughput(broker, workdir, rows, role, overrides)
+            result[key.replace("e2e_", "ratio_")] = round(result[key]["msgs_per_s"] / baseline, 3)
             print(json.dumps(result), flush=True)
-        lat_rows = uci_rows(args.n, int(args.rate * args.latency_s))
+        lat_rows = uci_rows(args.n + args.warmup, int(args.rate * args.latency_s))
         for role in args.latency_roles:
             result[f"latency_{role}"] = latency(broker, workdir, lat_rows, args.rate, role, {"service": {"log_level": "INFO"}})
             print(json.dumps(result), flush=True)

@@ -152,7 +152,9 @@ def assign_arrivals(
             continue
         if len(dists) >= snapshot.min_samples:
             core_x = sorted(dists)[snapshot.min_samples - 1]
-            best_m, best_pos = min((max(core_x, snapshot.core[pos], d), pos) for d, pos in known)
+            # Ties (common: the arrival's own core distance dominates) go to the nearest headline,
+            # as in hdbscan's approximate_predict, not to whichever the snapshot lists first.
+            best_m, _, best_pos = min((max(core_x, snapshot.core[pos], d), d, pos) for d, pos in known)
             cluster = int(snapshot.labels[best_pos])
             if cluster != NOISE and best_m <= snapshot.reach[cluster]:
                 labels[i] = cluster

@@ -83,3 +83,28 @@ def test_members_lists_cluster_positions() -> None:
     snap, clustering = _snapshot(x)
     for c, members in enumerate(snap.members()):
         assert set(members.tolist()) == set(np.flatnonzero(clustering.labels == c).tolist())
+
+
+def test_ties_in_mutual_reachability_go_to_the_nearest_neighbour() -> None:
+    """An arrival in a sparse spot has the same mutual reachability (its own core distance) to
+    several clustered headlines; like hdbscan's approximate_predict, the nearest one lends its
+    cluster, whatever the headlines' order in the snapshot."""
+    from streamer.snapshot import Snapshot
+
+    snapshot = Snapshot(
+        run_id=1,
+        ids=("older", "newer"),
+        labels=np.array([0, 1]),
+        probabilities=np.ones(2),
+        core=np.array([0.05, 0.05]),
+        reach=np.array([0.9, 0.9]),
+        tight=np.array([0.05, 0.05]),
+        persistence=np.ones(2),
+        min_samples=2,
+        position={"older": 0, "newer": 1},
+    )
+    # Both within the arrival's core distance (0.3, its 2nd neighbour's distance): a tie at 0.3.
+    found = [["newer", "older", "far"]]
+    sims = np.array([[0.9, 0.7, 0.6]])
+    out = assign_arrivals(snapshot, found, sims, ["a"])
+    assert out.labels.tolist() == [1]
