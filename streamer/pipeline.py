@@ -309,10 +309,6 @@ class IngestPipeline:
     def _timed(self, stage: str) -> _StageTimer:
         return _StageTimer(self._metrics, stage)
 
-    async def process(self, records: list[RawRecord], retrier: Retrier) -> None:
-        """Steps 1-8 of the module docstring for one batch, start to finish."""
-        await self._finish(await self._prepare(records, self._source.generation), retrier)
-
     async def _prepare(self, records: list[RawRecord], generation: int) -> _Prepared:
         """Steps 1-2: validate and embed. Nothing leaves the process here, so dropping it is safe."""
         m = self._metrics
