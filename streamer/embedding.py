@@ -123,7 +123,8 @@ class FlagEmbedder:
         started = time.perf_counter()
         self._model = self._load()
         # HF fast tokenizers reconfigure padding/truncation on every call and refuse a second
-        # caller meanwhile ("Already borrowed"): tokenize under a lock, run the passes in parallel.
+        # caller meanwhile ("RuntimeError: Already borrowed", huggingface/tokenizers#537; the
+        # service embeds two batches at once): tokenize under a lock, run the passes in parallel.
         self._tokenizer_lock = threading.Lock()
         self._passes = ThreadPoolExecutor(
             max_workers=self._threads, thread_name_prefix="streamer-model", initializer=self._use_threads, initargs=(1,)
@@ -192,9 +193,11 @@ class FlagEmbedder:
 
     def _encode_raw(self, texts: list[str]) -> np.ndarray:
         if self._resolved.kind == "bge-m3":
-            out = self._model.encode(
-                texts, batch_size=self._settings.batch_size, max_length=self._settings.max_length, return_dense=True
-            )
+            # BGEM3FlagModel.encode tokenizes inside: one call at a time (see _tokenizer_lock).
+            with self._tokenizer_lock:
+                out = self._model.encode(
+                    texts, batch_size=self._settings.batch_size, max_length=self._settings.max_length, return_dense=True
+                )
             return np.asarray(out["dense_vecs"], dtype=np.float32).reshape(len(texts), -1)
         return self._encode_encoder(texts)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,18 @@ def test_fast_path_equals_flagembedding_encode(embedder: FlagEmbedder) -> None:
     ours = embedder.encode(texts)
     theirs = embedder._model.encode(texts, batch_size=64)  # the library's own path, as reference
     assert np.allclose(ours, theirs, atol=1e-5)
+
+
+def test_batches_embedded_at_once_match_one_at_a_time(embedder: FlagEmbedder) -> None:
+    """The service embeds two batches at once (kafka.batches_in_flight): same vectors as serially,
+    and no tokenizer refusing a second caller."""
+    texts = [f"Markets {i}: stocks {'rise' if i % 2 else 'fall'} as rates move, headline {i}" * (1 + i % 3) for i in range(96)]
+    batches = [texts[i : i + 24] for i in range(0, len(texts), 24)]
+    serial = [embedder.encode(b) for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(embedder.encode, batches * 3))
+    for i, vectors in enumerate(together):
+        assert np.allclose(vectors, serial[i % len(batches)], atol=1e-5)
 
 
 def test_empty_batch(embedder: FlagEmbedder) -> None:
@@ -78,5 +91,9 @@ def test_bge_m3_code_path_encodes(tiny_m3: Path) -> None:
     m3 = FlagEmbedder(EmbeddingSettings(model=str(tiny_m3), max_length=64))
     v = m3.encode(["one headline", "another headline", "a third"])
     assert m3.kind == "bge-m3" and v.shape == (3, 32)
+    # Two callers at once (batches in flight) get what one caller gets.
+    with ThreadPoolExecutor(2) as pool:
+        again = list(pool.map(m3.encode, [["one headline", "another headline", "a third"]] * 4))
+    assert all(np.allclose(a, v, atol=1e-5) for a in again)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(v[0], v[1])
