@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--every-noise", type=int, default=200, help="also re-cluster after this many noise arrivals (0 = off)")
     parser.add_argument("--emerging-similarity", type=float, default=None, help="default: tracking.emerging_similarity")
     parser.add_argument("--emerging-min-size", type=int, default=None, help="default: tracking.emerging_min_size (0 = off)")
+    parser.add_argument("--mirror-exact-below", type=int, default=0,
+                        help="search through streamer's MirroredStore, indexed from this many rows (0 = exact numpy search)")
     args = parser.parse_args()
     rows = uci_rows(0, args.rows)
     ids, titles, stories, vectors = uci_window(0, args.rows)
@@ -95,18 +97,31 @@ def main() -> None:
     pending: list[Arrivals] = []
     since_run = 0
     empty_catch_up = ([], np.zeros((0, vectors.shape[1]), np.float32), [])
+    mirror = None
+    if args.mirror_exact_below:
+        from streamer.mirror import MirroredStore
+
+        class _NoMilvus:
+            def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+                return None
+
+        mirror = MirroredStore(_NoMilvus(), vectors.shape[1], exact_below=args.mirror_exact_below)
     started = time.perf_counter()
     for start in range(0, args.rows, BATCH):
         end = min(start + BATCH, args.rows)
         heads = [Headline(id=ids[i], title=titles[i], published_at_ms=int(times[i]), ingested_at_ms=int(times[i])) for i in range(start, end)]
         # The arrival's Milvus search: everything stored so far, itself included (upserted first).
-        sims = vectors[start:end] @ vectors[:end].T
         limit = min(2 * config.k + 1, end)
-        top = np.argpartition(-sims, limit - 1, axis=1)[:, :limit]
-        order = np.take_along_axis(sims, top, 1).argsort(axis=1)[:, ::-1]
-        top = np.take_along_axis(top, order, 1)
-        found = [[ids[j] for j in row] for row in top]
-        found_sims = np.take_along_axis(sims, top, 1).astype(np.float32)
+        if mirror is not None:
+            mirror.upsert(heads, vectors[start:end])
+            found, found_sims = mirror.search(vectors[start:end], limit)
+        else:
+            sims = vectors[start:end] @ vectors[:end].T
+            top = np.argpartition(-sims, limit - 1, axis=1)[:, :limit]
+            order = np.take_along_axis(sims, top, 1).argsort(axis=1)[:, ::-1]
+            top = np.take_along_axis(top, order, 1)
+            found = [[ids[j] for j in row] for row in top]
+            found_sims = np.take_along_axis(sims, top, 1).astype(np.float32)
         for h, row in zip(heads, found, strict=True):
             others = [hid for hid in row if hid != h.id]
             if others:

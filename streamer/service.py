@@ -103,7 +103,13 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         store = milvus
         await asyncio.wait_for(runner.run(milvus.open), _START_TIMEOUT_S)
         if not settings.milvus.is_server and settings.milvus.lite_local_search:
-            store = await runner.run(MirroredStore(milvus, embedder.dim).load)
+            mirror = MirroredStore(
+                milvus,
+                embedder.dim,
+                exact_below=settings.milvus.lite_mirror_exact_below,
+                nprobe=settings.milvus.lite_mirror_nprobe,
+            )
+            store = await runner.run(mirror.load)
         health.set("milvus", True)
         await ensure_topics(
             k,

@@ -1,0 +1,71 @@
+"""The search mirror on real headline vectors: exact vs inverted-file search, time and recall.
+
+For each collection size, the UCI vectors (bundled model) go into a MirroredStore; 64-headline
+query batches (the service's micro-batch, taken from the following rows, as arrivals would be)
+ask for 31 neighbours (2k + 1). Reported: ms per batch exact and indexed, recall@31 of the
+indexed search against the exact one.
+
+Usage: .venv/bin/python bench/mirror_search.py [--sizes 20000 50000 100000] [--nprobe 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CACHE, uci_window  # noqa: E402
+
+from streamer.mirror import MirroredStore  # noqa: E402
+from streamer.schema import Headline  # noqa: E402
+
+
+class _NoMilvus:
+    def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        return None
+
+
+def fill(ids: list[str], vectors: np.ndarray, exact_below: int, nprobe: int) -> MirroredStore:
+    mirror = MirroredStore(_NoMilvus(), vectors.shape[1], exact_below=exact_below, nprobe=nprobe)
+    for start in range(0, len(ids), 4096):
+        mirror.upsert([Headline(id=i, title=i) for i in ids[start : start + 4096]], vectors[start : start + 4096])
+    return mirror
+
+
+def timed_search(mirror: MirroredStore, queries: np.ndarray) -> tuple[list[list[str]], float]:
+    found: list[list[str]] = []
+    started = time.perf_counter()
+    for start in range(0, len(queries), 64):
+        found += mirror.search(queries[start : start + 64], 31)[0]
+    return found, 1000 * (time.perf_counter() - started) / (len(queries) / 64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 99_000])
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--queries", type=int, default=640)
+    args = parser.parse_args()
+    ids, _, _, vectors = uci_window(0, 100_000)
+    results = []
+    for n in args.sizes:
+        queries = vectors[n : n + args.queries]
+        exact, exact_ms = timed_search(fill(ids[:n], vectors[:n], n + 1, args.nprobe), queries)
+        started = time.perf_counter()
+        indexed_mirror = fill(ids[:n], vectors[:n], min(20_000, n), args.nprobe)
+        fill_s = time.perf_counter() - started
+        indexed, indexed_ms = timed_search(indexed_mirror, queries)
+        recall = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact, indexed, strict=True)]))
+        results.append({"rows": n, "exact_ms_per_batch": round(exact_ms, 1), "indexed_ms_per_batch": round(indexed_ms, 1),
+                        "recall_at_31": round(recall, 4), "indexed_fill_s": round(fill_s, 1), "nprobe": args.nprobe})
+        print(json.dumps(results[-1]), flush=True)
+    (CACHE / "mirror_search.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
