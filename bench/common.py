@@ -20,6 +20,13 @@ CACHE = REPO / ".cache" / "bench"
 sys.path.insert(0, str(REPO))
 
 
+class MirrorOnly:
+    """The Milvus side of a MirroredStore, for benches that measure the mirror alone: writes vanish."""
+
+    def upsert(self, headlines: object, vectors: np.ndarray) -> None:
+        return None
+
+
 def uci_rows(start: int, count: int) -> list[dict[str, str]]:
     """Rows ``start .. start+count`` of the time-ordered UCI stream (parts concatenated)."""
     out: list[dict[str, str]] = []

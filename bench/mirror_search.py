@@ -19,19 +19,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, uci_window  # noqa: E402
+from common import CACHE, MirrorOnly, uci_window  # noqa: E402
 
 from streamer.mirror import MirroredStore  # noqa: E402
 from streamer.schema import Headline  # noqa: E402
 
 
-class _NoMilvus:
-    def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
-        return None
-
-
 def fill(ids: list[str], vectors: np.ndarray, exact_below: int, nprobe: int) -> MirroredStore:
-    mirror = MirroredStore(_NoMilvus(), vectors.shape[1], exact_below=exact_below, nprobe=nprobe)
+    mirror = MirroredStore(MirrorOnly(), vectors.shape[1], exact_below=exact_below, nprobe=nprobe)
     for start in range(0, len(ids), 4096):
         mirror.upsert([Headline(id=i, title=i) for i in ids[start : start + 4096]], vectors[start : start + 4096])
     return mirror

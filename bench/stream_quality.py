@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, uci_rows, uci_window  # noqa: E402
+from common import CACHE, MirrorOnly, uci_rows, uci_window  # noqa: E402
 
 from streamer.batch import params_from_settings  # noqa: E402
 from streamer.config import ClusteringSettings, GraphSettings, TrackingSettings  # noqa: E402
@@ -101,11 +101,7 @@ def main() -> None:
     if args.mirror_exact_below:
         from streamer.mirror import MirroredStore
 
-        class _NoMilvus:
-            def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
-                return None
-
-        mirror = MirroredStore(_NoMilvus(), vectors.shape[1], exact_below=args.mirror_exact_below)
+        mirror = MirroredStore(MirrorOnly(), vectors.shape[1], exact_below=args.mirror_exact_below)
     started = time.perf_counter()
     for start in range(0, args.rows, BATCH):
         end = min(start + BATCH, args.rows)

@@ -349,7 +349,7 @@ class IngestPipeline:
                 reason=rejection.reason.value,
                 detail=rejection.message[:200],
             )
-        if prepared.valid and prepared.vectors is not None:
+        if prepared.vectors is not None:  # None exactly when no record was valid
             await self._process_valid(prepared.valid, prepared.vectors, retrier)
         # 7. commit everything read, rejected records included
         next_offsets: dict[tuple[str, int], int] = {}

@@ -301,14 +301,9 @@ class MilvusStore:
         """
         return self._iterate('id != ""', fields)
 
-    def fetch_since(
-        self, ingested_at_ms: int, fields: tuple[str, ...] = SCALAR_FIELDS
-    ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        """Rows ingested at or after ``ingested_at_ms`` (the re-clusterer's catch-up read)."""
-        return self._iterate(f"ingested_at >= {int(ingested_at_ms)}", fields)
-
     def ids_since(self, ingested_at_ms: int) -> list[str]:
-        """Ids of the rows ingested at or after ``ingested_at_ms``, without their vectors (cheap)."""
+        """Ids of the rows ingested at or after ``ingested_at_ms``, without their vectors (the
+        re-clusterer's catch-up read; it fetches only the rows it lacks, with :meth:`fetch_rows`)."""
         return self._ids_where(f"ingested_at >= {int(ingested_at_ms)}")
 
     def _ids_where(self, expression: str) -> list[str]:
@@ -324,7 +319,7 @@ class MilvusStore:
     def fetch_rows(
         self, ids: list[str], fields: tuple[str, ...] = SCALAR_FIELDS
     ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        """The given rows (ids, vectors, fields) in the layout of :meth:`fetch_since`; missing ids are left out.
+        """The given rows (ids, vectors, fields) in the layout of :meth:`fetch_all`; missing ids are left out.
 
         Read in chunks: a whole window's vectors in one reply would pass gRPC's message limit."""
         found: dict[str, dict[str, Any]] = {}

@@ -127,7 +127,7 @@ class ClusterRegistry:
 
     def cluster_of(self) -> dict[str, int]:
         """Headline id -> stable cluster id, as of the latest run."""
-        return {hid: c.id for c in self.clusters.values() for hid in c.members}
+        return _cluster_of(self.clusters)
 
     # -- emerging clusters (event loop) ----------------------------------------------------
     def mint(self, members: list[str], exemplar: Headline) -> int:
@@ -197,7 +197,7 @@ class ClusterRegistry:
                 new_members[label].add(hid)
         old_ids = list(clusters)
         old_index = {cid: i for i, cid in enumerate(old_ids)}
-        previous = {hid: c.id for c in clusters.values() for hid in c.members}
+        previous = _cluster_of(clusters)
 
         overlap: Counter[tuple[int, int]] = Counter()
         for c, members in enumerate(new_members):
@@ -332,6 +332,10 @@ class ClusterRegistry:
                     new_registry[cid] = cluster
             self.clusters = new_registry
         return TrackingResult(run, stable, events)
+
+
+def _cluster_of(clusters: dict[int, TrackedCluster]) -> dict[str, int]:
+    return {hid: c.id for c in clusters.values() for hid in c.members}
 
 
 def _match_by_jaccard(
