@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=60)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--latency-roles", nargs="+", default=["all"], help="roles to measure latency for")
+    parser.add_argument("--latency-roles", nargs="*", default=["all"], help="roles to measure latency for (none: skip)")
     parser.add_argument("--warmup", type=int, default=1000, help="headlines through an unmeasured service first (0 = none)")
     parser.add_argument("--roles", nargs="+", default=["ingest", "all"], help="roles to measure throughput for")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",

@@ -28,7 +28,7 @@ STAGES = ("fetch", "validate", "embed", "upsert", "search", "assign", "produce",
 # Known label values, exported as zero series at start so increase() sees the first event.
 DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields")
 LIFECYCLE_TYPES = ("created", "updated", "merged", "split", "expired")
-RUN_OUTCOMES = ("ok", "failed")
+RUN_OUTCOMES = ("ok", "skipped", "failed")  # skipped: a timer tick with nothing new
 ASSIGNMENT_LABELS = (
     ("arrival", "assigned"), ("arrival", "noise"), ("arrival", "unassigned"), ("recluster", "assigned"), ("recluster", "noise"),
 )
@@ -82,7 +82,8 @@ class Metrics:
             "streamer_recluster_last_duration_seconds", "Duration of the latest successful re-clustering run", registry=r
         )
         self.recluster_last_success = Gauge(
-            "streamer_recluster_last_success_timestamp_seconds", "When the latest re-clustering run finished", registry=r
+            "streamer_recluster_last_success_timestamp_seconds",
+            "When the snapshot was last known current (a run finished, or a tick found nothing new)", registry=r
         )
         self.recluster_leader = Gauge(
             "streamer_recluster_leader", "1 on the instance that currently runs the re-clusterer", registry=r

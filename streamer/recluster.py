@@ -307,6 +307,12 @@ class Reclusterer:
 
         caught_up = await self._catch_up(retrier)
         phase("catch_up")
+        if not self._pending and not caught_up[0] and self._holder.current is not None:
+            # A timer tick on a quiet stream: the window is unchanged (expiry follows event time,
+            # which only arrivals move), so HDBSCAN would return the same snapshot. Skip it.
+            self._metrics.recluster_runs.labels("skipped").inc()
+            self._metrics.recluster_last_success.set(time.time())
+            return None
         pending, self._pending = self._pending, []
         computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
         phase("compute")

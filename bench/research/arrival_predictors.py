@@ -1,0 +1,99 @@
+"""Diagnostic: how other arrival predictors would agree with the next re-clustering run.
+
+Runs bench/stream_quality.py's replay unchanged (streamer's own placement decides every
+published label) and, for each arrival, also records what a few alternative predictors would
+have published from the same neighbour search, then scores all of them against the next run:
+
+- ``published``: streamer's label for the arrival after its batch (emerging moves included);
+- ``nearest``: the published label of its nearest neighbour;
+- ``vote_k{k}_s{s}``: the similarity-weighted vote of the published labels of its top-k
+  neighbours with cosine >= s (noise votes too); ``votec_...``: noise does not vote.
+
+Command (~40 s once the UCI vectors are cached; docs/benchmarks.md quotes it):
+    .venv/bin/python bench/research/arrival_predictors.py [--pace backlog|stream] [--rows 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import stream_quality as sq  # noqa: E402
+
+from streamer.config import KafkaSettings, TrackingSettings  # noqa: E402
+from streamer.schema import NOISE, Headline  # noqa: E402
+
+KS = (5, 10, 30)
+SIMILARITIES = (0.4, 0.5, 0.6)
+
+
+class ScoredReplay(sq.Replay):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.candidates: dict[str, dict[str, int]] = {}
+        self.tally: dict[str, list[bool]] = {}
+        self._found: tuple[list[list[str]], np.ndarray] = ([], np.zeros((0, 0)))
+
+    def search(self, start: int, end: int, heads: list[Headline]) -> tuple[list[list[str]], np.ndarray]:
+        self._found = super().search(start, end, heads)
+        return self._found
+
+    def ingest(self, start: int, end: int) -> None:
+        super().ingest(start, end)
+        found, sims = self._found
+        for i, hid in enumerate(self.ids[start:end]):
+            row = [(h, s) for h, s in zip(found[i], sims[i].tolist(), strict=True) if h != hid]
+            label = lambda h: self.published.get(h, NOISE)  # noqa: E731
+            c = {"published": self.published[hid], "nearest": label(row[0][0]) if row else NOISE}
+            for k in KS:
+                for s_min in SIMILARITIES:
+                    votes: dict[int, float] = {}
+                    for h, s in row[:k]:
+                        if s >= s_min:
+                            votes[label(h)] = votes.get(label(h), 0.0) + s
+                    c[f"vote_k{k}_s{s_min}"] = max(votes, key=votes.__getitem__) if votes else NOISE
+                    clustered = {lab: w for lab, w in votes.items() if lab != NOISE}
+                    c[f"votec_k{k}_s{s_min}"] = max(clustered, key=clustered.__getitem__) if clustered else NOISE
+            self.candidates[hid] = c
+
+    def score_arrivals(self, live, new_live, previous, labels_now) -> None:  # type: ignore[no-untyped-def]
+        super().score_arrivals(live, new_live, previous, labels_now)
+        for hid in self.pending_arrivals:
+            if hid in labels_now and hid in self.candidates:
+                for name, label in self.candidates[hid].items():
+                    self.tally.setdefault(name, []).append(label == labels_now[hid])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog")
+    args = parser.parse_args()
+    tracking = TrackingSettings()
+    ns = argparse.Namespace(rows=args.rows, window_days=3.0, every=tracking.recluster_every_n,
+                            every_noise=tracking.recluster_noise_n, emerging_similarity=None,
+                            emerging_min_size=None, mirror_exact_below=0, pace=args.pace)
+    replay = ScoredReplay(ns)
+    interval_ms = int(1000 * tracking.recluster_interval_s)
+    due = int(replay.times[0]) + interval_ms
+    for start, end in sq.batches(replay.times, args.pace, KafkaSettings().max_batch_wait_ms):
+        if args.pace == "stream" and replay.times[start] >= due:
+            if replay.pending:
+                replay.recluster("timer")
+            due = int(replay.times[start]) + interval_ms
+        replay.ingest(start, end)
+        trigger = replay.count_trigger(ns.every_noise, end)
+        if trigger:
+            replay.recluster(trigger)
+            due = int(replay.times[end - 1]) + interval_ms
+    print(f"arrival label (the bench's agreement): {np.mean(replay.agreements):.4f} of {len(replay.agreements)}")
+    for name, hits in sorted(replay.tally.items(), key=lambda kv: -np.mean(kv[1])):
+        print(f"{name:18s} {np.mean(hits):.4f}")
+
+
+if __name__ == "__main__":
+    main()
