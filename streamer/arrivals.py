@@ -21,6 +21,8 @@ cluster) and places each new one in this order:
    their cosine similarity reaches ``attach_similarity`` (the re-clusterer's attach rule);
 4. otherwise noise.
 
+An arrival the registry already saw placed since the snapshot (a redelivery) keeps that cluster.
+
 The recent arrivals that a new topic takes in are reported as ``moved``; the pipeline
 re-publishes their assignment (reason ``emerging``). Every placement is also recorded in
 the registry, so the next run matches its clusters against what was *published* (the
@@ -72,12 +74,16 @@ class ClusterMinter(Protocol):
 
     def record(self, cluster_id: int, members: list[str]) -> None: ...
 
+    def placed(self, headline_id: str) -> tuple[int, bool] | None:
+        """(cluster id, emerging?) the arrival was published in since the snapshot, if that cluster lives."""
+        ...
+
 
 @dataclass(frozen=True)
 class Placement:
     cluster_id: int  # stable id, or NOISE
     probability: float
-    how: str  # "snapshot", "follow", "emerging", "noise"
+    how: str  # "snapshot", "follow", "emerging", "noise", "redelivered"
 
 
 @dataclass
@@ -136,6 +142,9 @@ class ArrivalAssigner:
                 placement = Placement(
                     _stable(stable_ids, int(snapshot.labels[pos])), float(snapshot.probabilities[pos]), "snapshot"
                 )
+            elif (kept := self._placed_before(headline)) is not None:
+                placement = kept
+                self._remember(headline, placement.cluster_id)
             else:
                 local, prob = int(by_snapshot.labels[i]), float(by_snapshot.probabilities[i])
                 by_snap = Placement(_stable(stable_ids, local), prob, "noise" if local == NOISE else "snapshot")
@@ -145,6 +154,17 @@ class ArrivalAssigner:
                     self._minter.record(placement.cluster_id, [headline.id])
             outcome.placements.append(placement)
         return outcome
+
+    def _placed_before(self, headline: Headline) -> Placement | None:
+        """A redelivered arrival (a restart before its commit, a repeated id) keeps the cluster it
+        was published in since the snapshot: the same event, and no second id for its topic."""
+        placed = self._minter.placed(headline.id) if self._minter is not None else None
+        if placed is None:
+            return None
+        cluster_id, emerging = placed
+        if emerging:
+            self._emerging.add(cluster_id)  # later arrivals near it join it rather than start another
+        return Placement(cluster_id, 0.0, "redelivered")
 
     def _place(
         self,

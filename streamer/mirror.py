@@ -18,6 +18,11 @@ recall@31 is ~0.94 against the exact search, and the replay's clustering quality
 move (``bench/mirror_search.py``, ``bench/stream_quality.py --mirror-exact-below``); a Milvus
 server with HNSW makes the same trade.
 
+A (re)training takes ~1 s at 100k rows, so it runs in a thread of its own on a copy of the
+vectors while the current index keeps answering; the upserts and deletes that arrive
+meanwhile are logged and replayed onto the new index before it is swapped in, so none is lost
+and ingest never waits for k-means.
+
 Thread-safe: the ingest loop and the re-clusterer call it from worker threads.
 """
 
@@ -36,11 +41,30 @@ __all__ = ["MirroredStore"]
 
 log = get_logger(__name__)
 
+#: A background training swaps its index in once no more than this many writes wait to be replayed.
+_REPLAY_LOCKED_OPS = 8
+#: Rows copied per lock hold when a background training reads the current vectors.
+_COPY_SLICE = 8192
+
+
+def _replay(index: Any, writes: list[tuple[np.ndarray, np.ndarray | None]]) -> int:
+    """Apply logged writes in order (vectors None: a removal); returns the rows added."""
+    added = 0
+    for keys, vectors in writes:
+        if vectors is None:
+            index.remove_ids(keys)
+        else:
+            index.add_with_ids(vectors, keys)
+            added += len(keys)
+    return added
+
 
 class MirroredStore:
     """A :class:`~streamer.schema.VectorStore` whose searches come from an in-process faiss index."""
 
-    def __init__(self, store: Any, dim: int, *, exact_below: int = 20_000, nprobe: int = 32) -> None:
+    def __init__(
+        self, store: Any, dim: int, *, exact_below: int = 20_000, nprobe: int = 32, train_in_background: bool = True
+    ) -> None:
         import faiss
 
         if exact_below < 1 or nprobe < 1:
@@ -49,6 +73,7 @@ class MirroredStore:
         self._dim = dim
         self._exact_below = exact_below
         self._nprobe = nprobe
+        self._train_in_background = train_in_background
         self._trained_on = 0  # rows the inverted-file index was trained on; 0 = exact search
         self._added_since_training = 0
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -56,6 +81,9 @@ class MirroredStore:
         self._id_of: dict[int, str] = {}
         self._next_key = 0
         self._lock = threading.Lock()
+        # While a new index trains: the writes it has not seen, in order (None: no training).
+        self._missed: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._trainer: threading.Thread | None = None
 
     def __getattr__(self, name: str) -> Any:  # every other store method goes to Milvus as it is
         return getattr(self._store, name)
@@ -67,8 +95,17 @@ class MirroredStore:
         """Copy every stored vector (at start: the collection may hold a previous run's rows)."""
         ids, vectors, _ = self._store.fetch_all(fields=())
         self._add(ids, vectors)
+        self.wait_for_index()  # nothing is searching yet: start with the index the rows call for
         log.info("search mirror loaded", rows=len(ids))
         return self
+
+    def wait_for_index(self, timeout_s: float | None = None) -> bool:
+        """Block until a background (re)training has been swapped in; False on timeout."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.join(timeout_s)
+            return not trainer.is_alive()
+        return True
 
     def _add(self, ids: list[str], vectors: np.ndarray) -> None:
         with self._lock:
@@ -78,7 +115,10 @@ class MirroredStore:
             for key, hid in zip(keys.tolist(), ids, strict=True):
                 self._key_of[hid] = key
                 self._id_of[key] = hid
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._index.add_with_ids(vectors, keys)
+            if self._missed is not None:
+                self._missed.append((keys, vectors))
             self._added_since_training += len(ids)
             self._maybe_reindex_locked()
 
@@ -89,17 +129,42 @@ class MirroredStore:
 
     def _maybe_reindex_locked(self) -> None:
         """Move to (or retrain) the inverted-file index once the collection is large enough."""
-        import faiss
-
         n = self._index.ntotal
-        if n < self._exact_below:
+        if n < self._exact_below or self._missed is not None:  # too small, or a training is under way
             return
         if self._trained_on and n < 2 * self._trained_on and self._added_since_training < self._trained_on:
             return
-        started = time.perf_counter()
         keys = np.fromiter(self._id_of, dtype=np.int64, count=len(self._id_of))
-        vectors = np.ascontiguousarray(self._index.reconstruct_batch(keys), dtype=np.float32)
-        lists = max(1, int(np.sqrt(n)))
+        self._missed = []  # from here on, every write is logged for the new index
+        if not self._train_in_background:
+            vectors = np.ascontiguousarray(self._index.reconstruct_batch(keys), dtype=np.float32)
+            self._swap_in_locked(self._train(keys, vectors), len(keys))
+            return
+        self._trainer = threading.Thread(target=self._train_and_swap, args=(keys,), name="mirror-train", daemon=True)
+        self._trainer.start()
+
+    def _copy_rows(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of ``keys``, read a slice at a time (reading 100k rows at once holds the lock
+        for ~0.2 s). A row removed meanwhile is left out: its removal is in the log too."""
+        kept: list[np.ndarray] = []
+        parts: list[np.ndarray] = []
+        for start in range(0, len(keys), _COPY_SLICE):
+            with self._lock:
+                chunk = keys[start : start + _COPY_SLICE]
+                chunk = chunk[[int(k) in self._id_of for k in chunk]] if len(chunk) else chunk
+                if len(chunk):
+                    parts.append(np.ascontiguousarray(self._index.reconstruct_batch(chunk), dtype=np.float32))
+                    kept.append(chunk)
+        if not kept:
+            return np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32)
+        return np.concatenate(kept), np.vstack(parts)
+
+    def _train(self, keys: np.ndarray, vectors: np.ndarray) -> Any:
+        """A new inverted-file index over a copy of the rows (no lock held: searches go on)."""
+        import faiss
+
+        started = time.perf_counter()
+        lists = max(1, int(np.sqrt(len(keys))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self._dim), self._dim, lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.max_points_per_centroid = 64  # k-means on a sample: training stays ~1 s at 100k rows
         index.train(vectors)
@@ -107,15 +172,45 @@ class MirroredStore:
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.add_with_ids(vectors, keys)
         index.nprobe = min(self._nprobe, lists)
-        self._index, self._trained_on, self._added_since_training = index, n, 0
-        log.info("search mirror indexed", rows=n, lists=lists, nprobe=index.nprobe, s=round(time.perf_counter() - started, 2))
+        log.info("search mirror indexed", rows=len(keys), lists=lists, nprobe=index.nprobe,
+                 s=round(time.perf_counter() - started, 2))
+        return index
+
+    def _train_and_swap(self, keys: np.ndarray) -> None:
+        added = 0
+        try:
+            keys, vectors = self._copy_rows(keys)
+            index = self._train(keys, vectors)
+            # Catch up outside the lock while the writes keep coming (the new index is still private);
+            # only the last few are replayed with the lock held, so ingest waits milliseconds.
+            while True:
+                with self._lock:
+                    assert self._missed is not None
+                    if len(self._missed) <= _REPLAY_LOCKED_OPS:
+                        self._swap_in_locked(index, len(keys), added)
+                        return
+                    missed, self._missed = self._missed, []
+                added += _replay(index, missed)
+        except Exception as exc:  # keep serving from the current index; the next write retries
+            log.exception("search mirror training failed", error=str(exc))
+            with self._lock:
+                self._missed = None
+
+    def _swap_in_locked(self, index: Any, trained_on: int, added: int = 0) -> None:
+        """Replay the writes the new index has not seen yet, then serve from it."""
+        missed, self._missed = self._missed or [], None
+        added += _replay(index, missed)
+        self._index, self._trained_on, self._added_since_training = index, trained_on, added
 
     def _remove_locked(self, ids: list[str]) -> None:
         keys = [self._key_of.pop(hid) for hid in ids if hid in self._key_of]
         if keys:
             for key in keys:
                 del self._id_of[key]
-            self._index.remove_ids(np.asarray(keys, dtype=np.int64))
+            removed = np.asarray(keys, dtype=np.int64)
+            self._index.remove_ids(removed)
+            if self._missed is not None:
+                self._missed.append((removed, None))
 
     def upsert(self, headlines: list[Headline], vectors: np.ndarray) -> None:
         self._store.upsert(headlines, vectors)  # Milvus first: the mirror never holds what Milvus lacks

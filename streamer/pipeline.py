@@ -66,7 +66,8 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-#: State-topic key of the registry's id counter, written whenever the ingest loop mints an id.
+#: State-topic key of the registry's id counter and the emerging topics minted since the last run
+#: (``ClusterRegistry.emerging_state``), written whenever the ingest loop mints an id.
 STATE_ID_COUNTER_KEY = b"next-id"
 
 
@@ -378,9 +379,11 @@ class IngestPipeline:
         # 6. publish
         with self._timed("produce"):
             if started and self._registry is not None:
-                counter = json.dumps({"next_id": self._registry.next_id}).encode()
+                # The counter and the topics minted since the last run, before their events: a crash
+                # before the commit brings them back, so the redelivered arrivals keep these ids.
+                minted = json.dumps(self._registry.emerging_state()).encode()
                 await retrier.run(
-                    "state", "kafka", lambda: self._sink.send_state(self._config.state_topic, STATE_ID_COUNTER_KEY, counter)
+                    "state", "kafka", lambda: self._sink.send_state(self._config.state_topic, STATE_ID_COUNTER_KEY, minted)
                 )
                 await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(started))
                 for _ in started:

@@ -183,6 +183,8 @@ class Reclusterer:
         self._trigger = asyncio.Event()
         self._ingested_watermark_ms = 0
         self.reports: list[RunReport] = []
+        #: Emerging topics minted after the last run and brought back by :meth:`restore`.
+        self.restored_emerging: list[int] = []
 
     # -- arrivals (event loop) -----------------------------------------------------------
     def on_arrivals(self, arrivals: Arrivals) -> None:
@@ -411,6 +413,13 @@ class Reclusterer:
         if STATE_SNAPSHOT_KEY in state:
             self._holder.swap(snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY])))
         if STATE_ID_COUNTER_KEY in state:  # ids minted for emerging topics after the last run
-            counter = int(json.loads(state[STATE_ID_COUNTER_KEY])["next_id"])
-            self.registry.next_id = max(self.registry.next_id, counter)
-        log.info("state restored", run_id=self.registry.run_id, clusters=len(self.registry.clusters))
+            self.restored_emerging = self.registry.restore_emerging(json.loads(state[STATE_ID_COUNTER_KEY]))
+            self._holder.last_assigned.update(
+                {hid: cid for cid in self.restored_emerging for hid in self.registry.clusters[cid].members}
+            )
+        log.info(
+            "state restored",
+            run_id=self.registry.run_id,
+            clusters=len(self.registry.clusters),
+            emerging=len(self.restored_emerging),
+        )

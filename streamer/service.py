@@ -142,6 +142,11 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         )
         reclusterer.restore(await read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S))
         retrier = Retrier(metrics, health, stop, initial_s=k.retry_backoff_ms / 1000, max_s=10.0)
+        if reclusterer.restored_emerging and role != "ingest":
+            # A crash may have come between writing a topic's state and sending its created event;
+            # the event is the same one (same id) when it did get out, so downstream drops the copy.
+            created = [registry.minted_event(cid) for cid in reclusterer.restored_emerging]
+            await retrier.run("produce", "kafka", lambda: sink.send_cluster_events(created))
         if role in ("all", "recluster"):
             await election.start(timeout_s=_START_TIMEOUT_S)
             tasks.append(asyncio.create_task(reclusterer.run(stop, retrier, election.is_leader), name="recluster"))

@@ -91,19 +91,7 @@ class ClusterRegistry:
             "version": 1,
             "next_id": self.next_id,
             "run_id": self.run_id,
-            "clusters": [
-                {
-                    "id": c.id,
-                    "members": sorted(c.members),
-                    "keywords": list(c.keywords),
-                    "exemplar_id": c.exemplar_id,
-                    "exemplar_title": c.exemplar_title,
-                    "persistence": c.persistence,
-                    "born_run": c.born_run,
-                    "emerging": c.emerging,
-                }
-                for c in self.clusters.values()
-            ],
+            "clusters": [_cluster_to_state(c) for c in self.clusters.values()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -111,19 +99,46 @@ class ClusterRegistry:
             raise ValueError(f"unknown registry state version {state.get('version')!r}")
         self.next_id = int(state["next_id"])
         self.run_id = int(state["run_id"])
-        self.clusters = {
-            int(c["id"]): TrackedCluster(
-                id=int(c["id"]),
-                members=frozenset(c["members"]),
-                keywords=tuple(c["keywords"]),
-                exemplar_id=c["exemplar_id"],
-                exemplar_title=c["exemplar_title"],
-                persistence=float(c["persistence"]),
-                born_run=int(c["born_run"]),
-                emerging=bool(c.get("emerging", False)),
-            )
-            for c in state["clusters"]
-        }
+        self.clusters = {int(c["id"]): _cluster_from_state(c) for c in state["clusters"]}
+
+    def emerging_state(self) -> dict[str, Any]:
+        """The id counter and the emerging topics minted since the last run, with their members.
+
+        Written whenever the ingest loop mints an id, before its events: a restart between a mint
+        and the commit of its batch then brings the topic back (:meth:`restore_emerging`) and the
+        redelivered arrivals land in it again, instead of announcing the story under a second id.
+        """
+        with self._lock:
+            minted = [_cluster_to_state(c) for c in self.clusters.values() if c.emerging]
+            return {"next_id": self.next_id, "run_id": self.run_id, "emerging": minted}
+
+    def restore_emerging(self, state: dict[str, Any]) -> list[int]:
+        """Take back the counter and the topics of :meth:`emerging_state`; returns the ids restored.
+
+        Topics minted before the last persisted run are left out: that run matched or expired them.
+        """
+        with self._lock:
+            self.next_id = max(self.next_id, int(state["next_id"]))
+            if int(state.get("run_id", -1)) < self.run_id:
+                return []
+            restored: list[int] = []
+            for raw in state.get("emerging", []):
+                cluster = _cluster_from_state(raw)
+                if cluster.id in self.clusters:
+                    continue
+                self.clusters[cluster.id] = cluster
+                for hid in cluster.members:
+                    self._recorded[hid] = cluster.id
+                restored.append(cluster.id)
+            return restored
+
+    def placed(self, headline_id: str) -> tuple[int, bool] | None:
+        """(cluster id, emerging?) an arrival was published in since the last run, if that cluster lives."""
+        with self._lock:
+            cid = self._recorded.get(headline_id)
+            if cid is None or cid not in self.clusters:
+                return None
+            return cid, self.clusters[cid].emerging
 
     def cluster_of(self) -> dict[str, int]:
         """Headline id -> stable cluster id, as of the latest run."""
@@ -168,8 +183,13 @@ class ClusterRegistry:
         """The ``created`` event of a cluster just minted (no keywords until a run summarises it)."""
         with self._lock:
             cluster = self.clusters[cluster_id]
+        # The run id at mint time (born_run - 1), so that the event is the same one when a restart re-sends it.
         return ClusterEvent.make(
-            type=ClusterEventType.CREATED, cluster_id=cluster_id, run_id=self.run_id, emerging=True, **_event_fields(cluster)
+            type=ClusterEventType.CREATED,
+            cluster_id=cluster_id,
+            run_id=cluster.born_run - 1,
+            emerging=True,
+            **_event_fields(cluster),
         )
 
     # -- matching --------------------------------------------------------------------------
@@ -380,3 +400,29 @@ def _event_fields(cluster: TrackedCluster) -> dict[str, Any]:
         "exemplar_title": cluster.exemplar_title,
         "persistence": cluster.persistence,
     }
+
+
+def _cluster_to_state(c: TrackedCluster) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "members": sorted(c.members),
+        "keywords": list(c.keywords),
+        "exemplar_id": c.exemplar_id,
+        "exemplar_title": c.exemplar_title,
+        "persistence": c.persistence,
+        "born_run": c.born_run,
+        "emerging": c.emerging,
+    }
+
+
+def _cluster_from_state(c: dict[str, Any]) -> TrackedCluster:
+    return TrackedCluster(
+        id=int(c["id"]),
+        members=frozenset(c["members"]),
+        keywords=tuple(c["keywords"]),
+        exemplar_id=c["exemplar_id"],
+        exemplar_title=c["exemplar_title"],
+        persistence=float(c["persistence"]),
+        born_run=int(c["born_run"]),
+        emerging=bool(c.get("emerging", False)),
+    )

@@ -134,3 +134,43 @@ def test_replaced_and_half_written_states(kafka_bootstrap_servers: str, kafka_to
         assert seen == [(b"snapshot", v2), (b"snapshot", v3)]  # whole values only, no parts, no half write
 
     asyncio.run(main())
+
+
+def test_a_topic_minted_after_the_last_run_comes_back_from_the_state_topic(kafka_bootstrap_servers: str, kafka_topic: Any) -> None:
+    """What a restart reads: the last run's registry, then the record the ingest loop wrote at a
+    mint (the counter and the emerging topic). Restored on fresh objects, the topic is back with
+    its members, ready for the redelivered arrivals (tests/unit/test_arrivals.py)."""
+    import json
+
+    from streamer.pipeline import STATE_ID_COUNTER_KEY, SnapshotHolder
+    from streamer.recluster import STATE_REGISTRY_KEY, ReclusterConfig, Reclusterer, encode_state
+    from streamer.schema import Headline
+    from streamer.tracking import ClusterRegistry
+
+    topic = _state_topic(kafka_topic)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap_servers)
+    before = ClusterRegistry()
+    last_run = before.to_state()
+    topic_id = before.mint(["a1", "a2", "a3"], Headline(id="a3", title="a story breaks"))
+
+    async def write_then_read() -> dict[bytes, bytes]:
+        sink = AiokafkaSink(settings)
+        await sink.start()
+        try:
+            await sink.send_state(topic, STATE_REGISTRY_KEY, encode_state(last_run))
+            await sink.send_state(topic, STATE_ID_COUNTER_KEY, json.dumps(before.emerging_state()).encode())
+        finally:
+            await sink.stop()
+        return await read_state(settings, topic, timeout_s=60)
+
+    state = asyncio.run(write_then_read())
+    holder = SnapshotHolder()
+    after = ClusterRegistry()
+    reclusterer = Reclusterer(store=None, sink=None, runner=None, holder=holder, registry=after,  # type: ignore[arg-type]
+                              metrics=None, config=ReclusterConfig(), dim=8)  # type: ignore[arg-type]
+    reclusterer.restore(state)
+    assert reclusterer.restored_emerging == [topic_id]
+    assert after.next_id == before.next_id and after.clusters[topic_id].members == {"a1", "a2", "a3"}
+    assert {h: holder.last_assigned[h] for h in ("a1", "a2", "a3")} == dict.fromkeys(("a1", "a2", "a3"), topic_id)
+    assert after.placed("a2") == (topic_id, True)
+    assert after.minted_event(topic_id).event_id == before.minted_event(topic_id).event_id

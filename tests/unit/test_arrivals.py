@@ -194,3 +194,59 @@ def test_a_topic_minted_during_an_update_survives_it() -> None:
 def test_rule_rejects_a_topic_of_one() -> None:
     with pytest.raises(ValueError, match="emerging_min_size"):
         EmergingRule(emerging_min_size=1)
+
+
+def test_a_restart_before_the_commit_brings_the_emerging_topic_back_under_its_id() -> None:
+    """A topic is minted and its state written; the process dies before the batch is committed.
+    A fresh registry restored from the last run's state plus that record, and a fresh assigner,
+    get the same headlines again: they land in the same topic, and no second id is minted."""
+    world = _World()
+    after_last_run = world.registry.to_state()
+    assigner = ArrivalAssigner(RULE, world.registry)
+    story = _story(11, 4, world.vectors.shape[1])
+    names = [f"s{i}" for i in range(4)]
+    searches = [world.add_and_search([n], story[i : i + 1]) for i, n in enumerate(names)]
+    first = []
+    for i, name in enumerate(names):
+        first.append(assigner.assign(world.snapshot, world.stable_ids, _heads([name]), *searches[i]))
+        if first[-1].started:  # what the pipeline sends to the state topic right at the mint
+            written, created = world.registry.emerging_state(), world.registry.minted_event(first[-1].started[0])
+    assert [o.placements[0].how for o in first] == ["noise", "noise", "emerging", "follow"]
+    topic = first[2].started[0]
+
+    restarted = ClusterRegistry()
+    restarted.load_state(after_last_run)
+    assert restarted.restore_emerging(written) == [topic]
+    assert restarted.minted_event(topic).event_id == created.event_id  # re-sent at start: the same event
+    again = ArrivalAssigner(RULE, restarted)
+    replayed = [again.assign(world.snapshot, world.stable_ids, _heads([n]), *searches[i]) for i, n in enumerate(names)]
+    assert not any(o.started for o in replayed)
+    assert [o.placements[0].cluster_id for o in replayed] == [topic] * 4
+    # The minted members keep their topic; the fourth, never written down, follows them into it.
+    assert [o.placements[0].how for o in replayed] == ["redelivered"] * 3 + ["follow"]
+    assert restarted.next_id == world.registry.next_id
+    # A new arrival of the same story joins the restored topic instead of starting another.
+    more = _story(11, 6, world.vectors.shape[1])[5:6]
+    found, sims = world.add_and_search(["s5"], more)
+    outcome = again.assign(world.snapshot, world.stable_ids, _heads(["s5"]), found, sims)
+    assert outcome.placements[0].cluster_id == topic and not outcome.started
+
+
+def test_a_record_from_before_the_last_run_restores_nothing() -> None:
+    """The run after a mint matched or expired the topic: its record is history, not state."""
+    world = _World()
+    assigner = ArrivalAssigner(RULE, world.registry)
+    story = _story(13, 3, world.vectors.shape[1])
+    for i in range(3):
+        found, sims = world.add_and_search([f"s{i}"], story[i : i + 1])
+        assigner.assign(world.snapshot, world.stable_ids, _heads([f"s{i}"]), found, sims)
+    written = world.registry.emerging_state()
+    assert written["emerging"]
+    world.registry.update(world.ids[:120], np.asarray(world.snapshot.labels), [
+        ClusterSummary(cluster_id=c, size=1, keywords=["k"], exemplar_id="p0", exemplar_title="t", persistence=0.1)
+        for c in range(int(np.max(world.snapshot.labels)) + 1)
+    ])
+    later = ClusterRegistry()
+    later.load_state(world.registry.to_state())
+    assert later.restore_emerging(written) == []
+    assert later.next_id == world.registry.next_id

@@ -1,10 +1,13 @@
 """The search mirror past ``exact_below`` rows: an inverted-file index with high recall that
-still honours every upsert and delete. (The exact regime is checked against Milvus Lite itself
-in tests/integration/test_store.py.)"""
+still honours every upsert and delete, also those made while it trains in the background.
+(The exact regime is checked against Milvus Lite itself in tests/integration/test_store.py.)"""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 
 from streamer.mirror import MirroredStore
 from streamer.schema import Headline
@@ -62,7 +65,7 @@ def test_below_the_threshold_searches_are_exact() -> None:
 def test_past_the_threshold_recall_stays_high() -> None:
     """8,000 rows with the index switched on at 2,000 (retrained at 4,000 and 8,000)."""
     x = _stories(400, 20)
-    mirror = MirroredStore(_NoMilvus(), DIM, exact_below=2_000, nprobe=32)
+    mirror = MirroredStore(_NoMilvus(), DIM, exact_below=2_000, nprobe=32, train_in_background=False)
     ids = _fill(mirror, x)
     assert not mirror.exact
     queries = x[::40]
@@ -76,7 +79,7 @@ def test_past_the_threshold_recall_stays_high() -> None:
 
 def test_past_the_threshold_deletes_and_upserts_are_honoured() -> None:
     x = _stories(200, 20, seed=1)
-    mirror = MirroredStore(_NoMilvus(), DIM, exact_below=1_000)
+    mirror = MirroredStore(_NoMilvus(), DIM, exact_below=1_000, train_in_background=False)
     ids = _fill(mirror, x)
     assert not mirror.exact
     gone = ids[:300]
@@ -89,3 +92,39 @@ def test_past_the_threshold_deletes_and_upserts_are_honoured() -> None:
     mirror.upsert(_heads([ids[400]]), moved)
     assert mirror.search(moved, 1)[0] == [[ids[400]]]
     assert ids[400] not in mirror.search(x[400:401], 5)[0][0]
+
+
+@pytest.mark.parametrize("held", ["_copy_rows", "_train"])
+def test_writes_made_while_the_index_trains_reach_the_new_index(monkeypatch: pytest.MonkeyPatch, held: str) -> None:
+    """The background training is held (before it copies the rows, or before k-means) until the
+    test has upserted, replaced and deleted rows: searches are answered meanwhile, and the index
+    swapped in afterwards holds exactly the current rows."""
+    x = _stories(150, 20, seed=2)
+    mirror = MirroredStore(_NoMilvus(), DIM, exact_below=1_000)
+    started, release = threading.Event(), threading.Event()
+    step = getattr(mirror, held)
+
+    def held_step(*args: object) -> object:
+        started.set()
+        assert release.wait(30)
+        return step(*args)
+
+    monkeypatch.setattr(mirror, held, held_step)
+    ids = _fill(mirror, x[:1_000])  # reaches the threshold: a training starts in the background
+    assert started.wait(10) and mirror.exact
+    later = [f"h{i}" for i in range(1_000, len(x))]
+    mirror.upsert(_heads(later), x[1_000:])
+    mirror.delete(ids[:100])
+    replaced = unit_rows(-x[200:201])
+    mirror.upsert(_heads([ids[200]]), replaced)
+    found, _ = mirror.search(x[1_000:1_010], 1)  # answered by the exact index while training waits
+    assert found == [[hid] for hid in later[:10]]
+
+    release.set()
+    assert mirror.wait_for_index(30) and not mirror.exact
+    assert len(mirror) == len(x) - 100
+    found, _ = mirror.search(x[1_000::50], 1)
+    assert found == [[later[i]] for i in range(0, len(later), 50)]
+    assert not set(ids[:100]) & {hid for row in mirror.search(x[:100], 10)[0] for hid in row}
+    assert mirror.search(replaced, 1)[0] == [[ids[200]]]
+    assert ids[200] not in mirror.search(x[200:201], 5)[0][0]
