@@ -213,9 +213,16 @@ def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate
     lat = np.array([latency for _, latency in pairs], dtype=float)
     t0 = pairs[0][0] if pairs else 0
     slowest = sorted(pairs, key=lambda p: -p[1])[:10]
+    # Per 30 s of sending: a long run shows what a short one hides (Lite flushes, a growing window).
+    periods: dict[int, list[float]] = {}
+    for t, ms in pairs:
+        periods.setdefault(int((t - t0) / 30_000), []).append(ms)
+    by_period = [{"from_s": 30 * k, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+                  "max_ms": float(max(v))} for k, v in sorted(periods.items())]
     return {"role": role, "rate_msgs_per_s": rate, "n": int(lat.size), "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "stages": stages, "slowest_at_s": [[round((t - t0) / 1000, 1), ms] for t, ms in slowest]}
+            "stages": stages, "slowest_at_s": [[round((t - t0) / 1000, 1), ms] for t, ms in slowest],
+            "by_30s": by_period}
 
 
 def main() -> None:

@@ -136,8 +136,8 @@ class MilvusSettings(_Section):
         None,
         ge=0,
         description="Milvus Lite only: flush after this many upserted rows. Lite searches unflushed rows slowly, "
-        "but each flush costs CPU the model needs. Default: 256 when Lite answers searches, 4096 when the "
-        "in-process copy does (lite_local_search). 0 = leave it to Lite's 128 MB budget.",
+        "and a flush blocks writes (~0.2 s per 1,024 rows, ~0.7 s per 4,096). Default: 256 when Lite answers "
+        "searches, 1024 when the in-process copy does (lite_local_search). 0 = leave it to Lite's 128 MB budget.",
     )
 
     _upper_metric = field_validator("metric", "index_type", mode="before")(_upper)
@@ -152,7 +152,7 @@ class MilvusSettings(_Section):
         """``lite_flush_rows`` with its default resolved (see the setting)."""
         if self.lite_flush_rows is not None:
             return self.lite_flush_rows
-        return 4096 if self.lite_local_search else 256
+        return 1024 if self.lite_local_search else 256
 
     @property
     def is_server(self) -> bool:

@@ -86,6 +86,8 @@ class ReclusterConfig:
     delete_expired: bool = True
     drift_share: float = 0.25
     state_topic: str = "streamer-state"
+    #: Read rows other instances wrote at every run (a shared Milvus server); False: only at the first.
+    catch_up_every_run: bool = True
 
 
 @dataclass
@@ -238,14 +240,21 @@ class Reclusterer:
 
         Ids first, then vectors only for the ids the window and the arrival buffer lack: on a
         single instance that is nothing, and reading vectors back through Milvus Lite takes the
-        collection's lock long enough (~0.3 s per 1,000 rows) to stall the ingest loop.
+        collection's lock long enough (~0.3 s per 1,000 rows) to stall the ingest loop. With
+        ``catch_up_every_run`` off (Milvus Lite: this process is its only writer) only the first
+        run reads, to take in the rows stored before a restart.
         """
+        nothing: tuple[list[str], np.ndarray, list[dict[str, Any]]] = ([], np.zeros((0, self.window.dim), np.float32), [])
+        if self._ingested_watermark_ms and not self._config.catch_up_every_run:
+            # This process is the store's only writer (Milvus Lite) and read it once already. The
+            # query would cost ~0.5 s at 10k rows of Lite's Python under its lock, stalling ingest.
+            return nothing
         since = max(0, self._ingested_watermark_ms - _CATCH_UP_SLACK_MS) if self._ingested_watermark_ms else 0
         started_ms = int(time.time() * 1000)
         ids = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.ids_since, since))
         buffered = {h.id for arrivals in self._pending for h in arrivals.headlines}
         missing = [hid for hid in ids if hid not in self.window and hid not in buffered]
-        found: tuple[list[str], np.ndarray, list[dict[str, Any]]] = ([], np.zeros((0, self.window.dim), np.float32), [])
+        found = nothing
         if missing:
             found = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.fetch_rows, missing))
         # Next time, read from a little before this read began (rows stamped meanwhile are re-listed, not lost).

@@ -28,8 +28,10 @@ over 20k. Its flushed segments are searched with numpy (~30 ms). On Lite the sto
 therefore flushes after every ``milvus.lite_flush_rows`` upserted rows (Lite compacts the
 small segments in the background); a server gets no flushes (it seals segments itself).
 When :mod:`streamer.mirror` answers the searches, Lite's search speed no longer matters and
-flushing is CPU the model needs, so the default flushes 16 times less often (a 64-row
-upsert costs 18 ms with a flush every 256 rows, 11 ms every 4,096). Unflushed rows are safe
+flushing is CPU the model needs, so the default flushes 4 times less often, every 1,024 rows.
+Not less often than that: a flush blocks Lite's writers, ~0.2 s per 1,024 rows and ~0.7 s per
+4,096, which on a live stream is a latency spike for every arrival behind it (Lite costs the
+same CPU per row either way up to ~6k rows; ``bench/lite_write.py``). Unflushed rows are safe
 from a crash: Lite writes them to its write-ahead log first.
 """
 
