@@ -213,6 +213,9 @@ def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate
     lat = np.array([latency for _, latency in pairs], dtype=float)
     t0 = pairs[0][0] if pairs else 0
     slowest = sorted(pairs, key=lambda p: -p[1])[:10]
+    # Every arrival's (send time, latency) and the service's log, to line spikes up with what it did.
+    (CACHE / f"latency_{role}_pairs.json").write_text(json.dumps([[t - t0, ms] for t, ms in pairs]))
+    shutil.copyfile(svc.log_path, CACHE / f"latency_{role}_service.log")
     # Per 30 s of sending: a long run shows what a short one hides (Lite flushes, a growing window).
     periods: dict[int, list[float]] = {}
     for t, ms in pairs:

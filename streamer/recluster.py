@@ -324,11 +324,15 @@ class Reclusterer:
             self._metrics.recluster_runs.labels("skipped").inc()
             self._metrics.recluster_last_success.set(time.time())
             return None
+        # This run takes every arrival buffered so far; the counts (and a trigger they set) start
+        # over here, so arrivals during the compute count toward the next run instead of firing
+        # an immediate second one.
         pending, self._pending = self._pending, []
-        computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
-        phase("compute")
         self._arrivals_since_run = 0
         self._unplaced_since_run = 0
+        self._trigger.clear()
+        computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
+        phase("compute")
         if computed is None:
             return None
         if computed.expired and self._config.delete_expired:

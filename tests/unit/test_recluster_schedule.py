@@ -90,3 +90,46 @@ def test_a_tick_with_nothing_new_is_skipped_and_the_next_arrival_runs_again() ->
             runner.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_arrivals_during_a_run_count_toward_the_next_one_instead_of_triggering_it_at_once() -> None:
+    """every_n arrivals trigger a run; more arrive while it computes (in the service: the ingest
+    loop keeps going). They are the next run's, and they alone do not reach every_n: no trigger."""
+
+    async def scenario() -> None:
+        metrics = Metrics(CollectorRegistry())
+        retrier = Retrier(metrics, Health(), asyncio.Event(), 0.01, 0.1)
+        runner = BlockingRunner(1)
+        config = ReclusterConfig(k=5, min_points=20, every_n=60)
+        reclusterer = Reclusterer(store=QuietStore(), sink=RecordingSink(), runner=runner, holder=SnapshotHolder(),  # type: ignore[arg-type]
+                                  registry=ClusterRegistry(), metrics=metrics, config=config, dim=24)
+        vectors, _ = blobs(n_clusters=3, per_cluster=30)
+        extra, _ = blobs(n_clusters=3, per_cluster=30, seed=1)
+        extra = extra[:20]
+        loop = asyncio.get_running_loop()
+        compute = reclusterer._compute
+
+        def compute_while_arrivals_come(*args: object) -> object:
+            # From the worker thread, as the ingest loop would: 20 more arrivals mid-run.
+            asyncio.run_coroutine_threadsafe(arrive(arrivals(extra, 90, config.k)), loop).result(10)
+            return compute(*args)  # type: ignore[arg-type]
+
+        async def arrive(batch: Arrivals) -> None:
+            reclusterer.on_arrivals(batch)
+
+        try:
+            reclusterer.on_arrivals(arrivals(vectors[:30], 0, config.k))  # the first snapshot
+            assert await reclusterer.run_once(retrier) is not None
+            reclusterer._compute = compute_while_arrivals_come  # type: ignore[method-assign]
+            reclusterer.on_arrivals(arrivals(vectors[30:90], 30, config.k))
+            assert reclusterer._trigger.is_set()
+            assert await reclusterer.run_once(retrier) is not None
+            assert not reclusterer._trigger.is_set()  # 20 of 60: not due yet
+            assert reclusterer._arrivals_since_run == 20
+            reclusterer._compute = compute  # type: ignore[method-assign]
+            report = await reclusterer.run_once(retrier)  # the timer's run takes the 20
+            assert report is not None and report.window == 110
+        finally:
+            runner.shutdown()
+
+    asyncio.run(scenario())
