@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="headlines through an unmeasured service first (0 = none)")
     parser.add_argument("--roles", nargs="+", default=["ingest", "all"], help="roles to measure throughput for")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
-                        help="service settings for the throughput runs, e.g. kafka.compression_type=gzip")
+                        help="service settings for the throughput and latency runs, e.g. kafka.compression_type=gzip")
     args = parser.parse_args()
     overrides: dict[str, dict[str, str]] = {}
     for item in args.set:
@@ -269,7 +269,8 @@ def main() -> None:
             print(json.dumps(result), flush=True)
         lat_rows = uci_rows(args.n + args.warmup, int(args.rate * args.latency_s))
         for role in args.latency_roles:
-            result[f"latency_{role}"] = latency(broker, workdir, lat_rows, args.rate, role, {"service": {"log_level": "INFO"}})
+            extra = {**overrides, "service": {**overrides.get("service", {}), "log_level": "INFO"}}
+            result[f"latency_{role}"] = latency(broker, workdir, lat_rows, args.rate, role, extra)
             print(json.dumps(result), flush=True)
     print(json.dumps(result))
     (CACHE / "stream_e2e.json").write_text(json.dumps(result, indent=2))
