@@ -129,7 +129,7 @@ class CpuAccount:
         for name, proc in self._procs.items():
             t = proc.cpu_times()
             out[name] = t.user + t.system
-            # the service's children: Milvus Lite's server process
+            # any child processes (milvus-lite 3.x has none: its server runs in the service's process)
             kids = sum(sum(c.cpu_times()[:2]) for c in proc.children(recursive=True))
             if kids:
                 out[f"{name}_children"] = kids

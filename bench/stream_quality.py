@@ -286,6 +286,24 @@ class Replay:
         }
 
 
+def drive(replay: Replay, pace: str, every_noise: int, interval_ms: int) -> None:
+    """Feed the whole stream through ``replay``, re-clustering on the service's triggers."""
+    times = replay.times
+    timer_due_ms = int(times[0]) + interval_ms
+    for start, end in batches(times, pace, KafkaSettings().max_batch_wait_ms):
+        if pace == "stream" and times[start] >= timer_due_ms:
+            # The timer fired before this batch arrived; like the service, a run with nothing
+            # new to take in is skipped (here: not run at all), and the timer restarts.
+            if replay.pending:
+                replay.recluster("timer")
+            timer_due_ms = int(times[start]) + interval_ms
+        replay.ingest(start, end)
+        trigger = replay.count_trigger(every_noise, end)
+        if trigger:
+            replay.recluster(trigger)
+            timer_due_ms = int(times[end - 1]) + interval_ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
@@ -307,21 +325,8 @@ def main() -> None:
     args.every_noise = tracking.recluster_noise_n if args.every_noise is None else args.every_noise
     interval_ms = int(1000 * (tracking.recluster_interval_s if args.interval_s is None else args.interval_s))
     replay = Replay(args)
-    times = replay.times
-    timer_due_ms = int(times[0]) + interval_ms
     started = time.perf_counter()
-    for start, end in batches(times, args.pace, KafkaSettings().max_batch_wait_ms):
-        if args.pace == "stream" and times[start] >= timer_due_ms:
-            # The timer fired before this batch arrived; like the service, a run with nothing
-            # new to take in is skipped (here: not run at all), and the timer restarts.
-            if replay.pending:
-                replay.recluster("timer")
-            timer_due_ms = int(times[start]) + interval_ms
-        replay.ingest(start, end)
-        trigger = replay.count_trigger(args.every_noise, end)
-        if trigger:
-            replay.recluster(trigger)
-            timer_due_ms = int(times[end - 1]) + interval_ms
+    drive(replay, args.pace, args.every_noise, interval_ms)
     result = replay.result(args, interval_ms, time.perf_counter() - started)
     print(json.dumps(result))
     out = args.out or CACHE / ("stream_quality.json" if args.pace == "backlog" else "stream_quality_stream.json")

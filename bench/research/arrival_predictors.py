@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_quality as sq  # noqa: E402
 
-from streamer.config import KafkaSettings, TrackingSettings  # noqa: E402
+from streamer.config import TrackingSettings  # noqa: E402
 from streamer.schema import NOISE, Headline  # noqa: E402
 
 KS = (5, 10, 30)
@@ -78,18 +78,7 @@ def main() -> None:
                             every_noise=tracking.recluster_noise_n, emerging_similarity=None,
                             emerging_min_size=None, mirror_exact_below=0, pace=args.pace)
     replay = ScoredReplay(ns)
-    interval_ms = int(1000 * tracking.recluster_interval_s)
-    due = int(replay.times[0]) + interval_ms
-    for start, end in sq.batches(replay.times, args.pace, KafkaSettings().max_batch_wait_ms):
-        if args.pace == "stream" and replay.times[start] >= due:
-            if replay.pending:
-                replay.recluster("timer")
-            due = int(replay.times[start]) + interval_ms
-        replay.ingest(start, end)
-        trigger = replay.count_trigger(ns.every_noise, end)
-        if trigger:
-            replay.recluster(trigger)
-            due = int(replay.times[end - 1]) + interval_ms
+    sq.drive(replay, args.pace, ns.every_noise, int(1000 * tracking.recluster_interval_s))
     print(f"arrival label (the bench's agreement): {np.mean(replay.agreements):.4f} of {len(replay.agreements)}")
     for name, hits in sorted(replay.tally.items(), key=lambda kv: -np.mean(kv[1])):
         print(f"{name:18s} {np.mean(hits):.4f}")
