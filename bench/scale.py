@@ -55,12 +55,12 @@ ids = [str(i) for i in range(len(vectors))]
 config = ReclusterConfig(params=params_from_settings(ClusteringSettings()), window_s=1e12, max_window_size=10**7)
 r = Reclusterer(store=None, sink=None, runner=None, holder=SnapshotHolder(), registry=ClusterRegistry(), metrics=None, config=config, dim=vectors.shape[1])
 t0 = time.perf_counter()
-r.window.add(ids[:N], titles[:N], list(range(N)), vectors[:N])
-r.window.rebuild(method="ivf" if N >= 50_000 else "exact")
+r.window.window.add(ids[:N], titles[:N], list(range(N)), vectors[:N])
+r.window.window.rebuild(method="ivf" if N >= 50_000 else "exact")
 build_s = time.perf_counter() - t0
 empty = ([], np.zeros((0, vectors.shape[1]), np.float32), [])
-first = r._compute(1, [], empty)
-r.registry.update(first.export.ids, first.clustering.labels, first.summaries)
+first = r._compute(1, [], empty).computed
+r.registry.update(first.ids, first.clustering.labels, first.summaries)
 # new arrivals with their own exact top-(2k+1) lists, as a FLAT Milvus search returns them
 # (faiss's exact search: a dense 1,000 x 1M product plus argsort would itself take 12 GB)
 import faiss
@@ -72,11 +72,11 @@ del flat
 arrivals = Arrivals([Headline(id=ids[N + i], title=titles[N + i], published_at_ms=N + i) for i in range(NEW)], new,
                     [[ids[j] for j in row] for row in top], top_sims.astype(np.float32))
 t1 = time.perf_counter()
-computed = r._compute(2, [arrivals], empty)
+computed = r._compute(2, [arrivals], empty).computed
 compute_s = time.perf_counter() - t1
-tracking = r.registry.update(computed.export.ids, computed.clustering.labels, computed.summaries)
+tracking = r.registry.update(computed.ids, computed.clustering.labels, computed.summaries)
 run_s = time.perf_counter() - t1
-print(json.dumps({{"window": len(computed.export.ids), "initial_graph_s": round(build_s, 1), "first_run_s": None,
+print(json.dumps({{"window": len(computed.ids), "initial_graph_s": round(build_s, 1), "first_run_s": None,
                   "run_s": round(run_s, 1), "compute_s": round(compute_s, 1), "clusters": computed.clustering.n_clusters,
                   "events": len(tracking.events)}}))
 """

@@ -129,7 +129,8 @@ class CpuAccount:
         for name, proc in self._procs.items():
             t = proc.cpu_times()
             out[name] = t.user + t.system
-            # any child processes (milvus-lite 3.x has none: its server runs in the service's process)
+            # child processes: the window process (tracking.window_process); milvus-lite 3.x has
+            # none, its server runs in the service's process
             kids = sum(sum(c.cpu_times()[:2]) for c in proc.children(recursive=True))
             if kids:
                 out[f"{name}_children"] = kids

@@ -180,17 +180,17 @@ class Replay:
         live = self.holder.current
         t0 = time.perf_counter()
         empty_catch_up = ([], np.zeros((0, self.vectors.shape[1]), np.float32), [])
-        computed = self.reclusterer._compute(self.registry.run_id + 1, self.pending, empty_catch_up)
+        computed = self.reclusterer._compute(self.registry.run_id + 1, self.pending, empty_catch_up).computed
         self.pending, self.since_run, self.noise_since_run = [], 0, 0
         if computed is None:
             return
         self.runs_by_trigger[trigger] = self.runs_by_trigger.get(trigger, 0) + 1
         previous = {cid: set(c.members) for cid, c in self.registry.clusters.items()}
-        tracking = self.registry.update(computed.export.ids, computed.clustering.labels, computed.summaries)
+        tracking = self.registry.update(computed.ids, computed.clustering.labels, computed.summaries)
         self.run_seconds.append(time.perf_counter() - t0)
         new_live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
         self.holder.swap(new_live)
-        labels_now = {hid: new_live.stable(int(computed.snapshot.labels[p])) for p, hid in enumerate(computed.export.ids)}
+        labels_now = {hid: new_live.stable(int(computed.snapshot.labels[p])) for p, hid in enumerate(computed.ids)}
         if live is not None:
             self.score_arrivals(live, new_live, previous, labels_now)
             arrived = set(self.pending_arrivals)
@@ -200,7 +200,7 @@ class Replay:
         self.pending_arrivals = []
         self.published.update(labels_now)
         self.score_stability(previous)
-        truth = np.array([self.story[h] for h in computed.export.ids])
+        truth = np.array([self.story[h] for h in computed.ids])
         self.run_scores.append(score_clustering(truth, computed.clustering.labels).bcubed_f1)
 
     def score_arrivals(self, live: LiveSnapshot, new_live: LiveSnapshot, previous: dict[int, set[str]],

@@ -132,6 +132,14 @@ class MilvusSettings(_Section):
     lite_mirror_nprobe: int = Field(
         32, ge=1, le=65_536, description="Inverted lists searched per query once the copy is indexed (more = higher recall)."
     )
+    lite_write_behind: bool = Field(
+        True,
+        description="Milvus Lite with lite_local_search: publish a batch's events once the in-process copy holds "
+        "it; its Lite write and the offset commit follow in order (a flush then delays commits, not events).",
+    )
+    lite_write_behind_rows: int = Field(
+        1024, ge=1, description="Headlines published but not yet written to Lite before ingest waits for the writes."
+    )
     lite_flush_rows: int | None = Field(
         None,
         ge=0,
@@ -229,6 +237,11 @@ class TrackingSettings(_Section):
         0.25, gt=0, le=1, description="Rebuild the graph from scratch when this share of rows was repaired."
     )
     state_topic: str = Field("streamer-state", description="Compacted Kafka topic holding the cluster registry.")
+    window_process: bool = Field(
+        True,
+        description="Keep the window in a child process that runs each re-clustering's compute, so its Python "
+        "never holds the ingest loop's GIL (off: a thread of the service).",
+    )
     emerging_similarity: float = Field(
         0.6,
         ge=0,
@@ -315,6 +328,11 @@ class ServiceSettings(_Section):
     log_format: Literal["json", "console"] = Field("json")
     blocking_workers: int = Field(2, ge=1, le=64, description="Threads for model, HDBSCAN and pymilvus calls.")
     shutdown_timeout_s: float = Field(30.0, gt=0)
+    freeze_startup_heap: bool = Field(
+        True,
+        description="After start-up, exempt the objects loaded so far (model, libraries, Milvus Lite) from garbage "
+        "collection: a full collection walks them all with the GIL held (0.3 s stalls of ingest).",
+    )
 
     _upper_level = field_validator("log_level", mode="before")(_upper)
 

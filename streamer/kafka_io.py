@@ -21,7 +21,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -161,6 +161,9 @@ class AiokafkaSource:
         self.assigned: set[tuple[str, int]] = set()
         #: Bumped at every revocation and assignment (see HeadlineSource.generation).
         self.generation = 0
+        #: Awaited (under ``batch_lock``) before partitions are given up: the ingest loop's
+        #: write-behind commits of batches already published (IngestPipeline.drain_writes).
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, *, timeout_s: float = 60) -> None:
         if self._consumer is not None:
@@ -252,6 +255,11 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._source.batch_lock:
+            if self._source.before_revoke is not None:
+                try:
+                    await self._source.before_revoke()
+                except Exception as exc:  # uncommitted: the next owner reads those records again
+                    log.warning("published batches not committed before the rebalance", error=str(exc)[:300])
             self._source.generation += 1
             for tp in revoked:
                 self._source.assigned.discard((tp.topic, tp.partition))

@@ -10,7 +10,9 @@ pipelines in one process (tests) do not collide.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,7 +26,7 @@ __all__ = ["Metrics", "Health", "HealthServer", "STAGES", "DLQ_REASONS", "LIFECY
 
 log = get_logger(__name__)
 
-STAGES = ("fetch", "validate", "embed", "upsert", "search", "assign", "produce", "commit", "recluster", "state", "probe")
+STAGES = ("fetch", "validate", "embed", "mirror", "upsert", "search", "assign", "produce", "commit", "recluster", "state", "probe")
 # Known label values, exported as zero series at start so increase() sees the first event.
 DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields")
 LIFECYCLE_TYPES = ("created", "updated", "merged", "split", "expired")
@@ -60,6 +62,10 @@ class Metrics:
         self.stage_seconds = Histogram(
             "streamer_stage_duration_seconds", "Time per pipeline stage and batch", ["stage"],
             buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.gc_pause_seconds = Histogram(
+            "streamer_gc_pause_seconds", "Garbage collections of the service's interpreter, by generation",
+            ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r,
         )
         self.end_to_end_seconds = Histogram(
             "streamer_end_to_end_latency_seconds",
@@ -109,6 +115,10 @@ class Metrics:
         for reason, status in ASSIGNMENT_LABELS:
             self.assignments.labels(reason, status)
 
+    def watch_gc(self) -> GcPauses:
+        """Time the interpreter's garbage collections (they stop every thread that needs the GIL)."""
+        return GcPauses(self.gc_pause_seconds)
+
     def watch_topic(self, topic: str) -> None:
         """Export zero series for a topic's counters before its first message."""
         self.consumed.labels(topic)
@@ -116,6 +126,44 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GcPauses:
+    """A ``gc.callbacks`` hook: each collection's duration into a histogram, long ones logged.
+
+    A collection of the oldest generation walks every object the process holds (the model,
+    Milvus Lite's server, the registry) with the GIL held, so every thread stops meanwhile.
+    Installed by the service for its lifetime (:meth:`install`, :meth:`remove`).
+    """
+
+    #: A pause worth a log line: it shows as arrival latency.
+    LOG_ABOVE_S = 0.1
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._started: float | None = None
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self._started is None:
+            return
+        took = time.perf_counter() - self._started
+        self._started = None
+        generation = info.get("generation", -1)
+        self._histogram.labels(str(generation)).observe(took)
+        if took >= self.LOG_ABOVE_S:
+            log.warning("long garbage collection", generation=generation, seconds=round(took, 3),
+                        collected=info.get("collected"))
+
+    def install(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 @dataclass

@@ -216,6 +216,20 @@ class MirroredStore:
         self._store.upsert(headlines, vectors)  # Milvus first: the mirror never holds what Milvus lacks
         self._add([h.id for h in headlines], vectors)
 
+    # -- write-behind (the ingest loop): searchable now, durable a little later ---------------
+    def stage(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        """Make a batch searchable at once; :meth:`write_staged` stores it in Milvus afterwards.
+
+        Until then the mirror holds rows Milvus lacks. That is safe because the ingest loop
+        commits a batch only after its Milvus write, so a crash in between redelivers the batch
+        and a restart rebuilds the mirror from Milvus alone.
+        """
+        self._add([h.id for h in headlines], vectors)
+
+    def write_staged(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        """Store a staged batch in Milvus (the mirror already has it)."""
+        self._store.upsert(headlines, vectors)
+
     def delete(self, ids: list[str]) -> None:
         self._store.delete(ids)
         with self._lock:

@@ -4,7 +4,8 @@ For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms
 
 1. validate; invalid records go to the dead-letter topic (acknowledged) with the reason;
 2. embed the valid ones (off the event loop);
-3. upsert them into Milvus (idempotent: the headline id is the primary key);
+3. upsert them into Milvus (idempotent: the headline id is the primary key); with Milvus
+   Lite's search mirror, only make them searchable here (write-behind, below);
 4. search each one's ``2k + 1`` nearest neighbours in Milvus;
 5. assign each to the current snapshot (approximate predict; ``unassigned`` before
    the first clustering), or beside the arrivals since the snapshot, starting an
@@ -12,7 +13,8 @@ For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms
 6. publish the assignment events (and the ``created`` events of emerging topics, after
    persisting the id counter, so a restart never hands out the same id twice) and wait
    for acks=all;
-7. commit the offsets of the whole batch, invalid records included;
+7. commit the offsets of the whole batch, invalid records included (write-behind: once the
+   batch is written to Milvus, after the batches before it; the next batch does not wait);
 8. hand the arrivals and their neighbour lists to the re-clusterer's window.
 
 Steps 1-2 of the next batches run while steps 3-8 of batch *n* do (:meth:`IngestPipeline.run`
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -53,6 +56,7 @@ from streamer.schema import (
     Headline,
     HeadlineSource,
     RawRecord,
+    StagingStore,
     VectorStore,
     now_ms,
 )
@@ -95,6 +99,11 @@ class IngestConfig:
     batches_in_flight: int = 3
     emerging: EmergingRule = EmergingRule()
     state_topic: str = "streamer-state"
+    #: With a :class:`~streamer.schema.StagingStore`: publish once a batch is searchable, write
+    #: it to Milvus and commit behind (see :meth:`IngestPipeline._finish`).
+    write_behind: bool = True
+    #: Headlines published but not yet written to Milvus before the loop waits for the writes.
+    max_unstored: int = 1024
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,14 @@ class IngestPipeline:
         self._registry = registry
         self._assigner = ArrivalAssigner(config.emerging, registry, may_mint)
         self.batches_done = 0
+        self._write_behind = config.write_behind and isinstance(store, StagingStore)
+        #: Write-behind: each published batch's "write to Milvus, then commit", chained in order.
+        self._writes: deque[tuple[asyncio.Task[None], int]] = deque()
+        self._unstored = 0
+        if self._write_behind and hasattr(source, "before_revoke"):
+            # A rebalance waits for the published batches to be written and committed, as it
+            # waits for the batch in flight: their records are not handed to another member.
+            source.before_revoke = self.drain_writes
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; the batch in flight is finished and committed first.
@@ -221,8 +238,9 @@ class IngestPipeline:
         round trips and commit are mostly waiting, so they hide behind the next embeddings
         instead of adding to them; two embeddings in flight also keep the model's threads
         busy across the tail of each one. Storing and publishing stay strictly in order, one
-        batch at a time, and a batch is committed only after its own events were acknowledged,
-        so at-least-once is unchanged. Batches embedded ahead are dropped, not committed, when
+        batch at a time, and a batch is committed only after its own events were acknowledged
+        and it was written to Milvus, so at-least-once is unchanged (with write-behind the
+        write and the commit trail the events, in order; stopping waits for them). Batches embedded ahead are dropped, not committed, when
         stopping or when a rebalance happened since they were fetched (the consumer then
         rereads from the committed offsets, and those records come again).
         """
@@ -248,6 +266,7 @@ class IngestPipeline:
                         await self._finish(prepared, retrier)
                 finally:
                     slots.release()
+            await self.drain_writes()  # stopping: the published batches are written and committed
         except ShutdownRequested as exc:
             log.info("stopping with an uncommitted batch; it will be redelivered", stage=str(exc))
         finally:
@@ -257,6 +276,9 @@ class IngestPipeline:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # Writes still queued after a failure: let them end (each stops at the first failed
+            # step: nothing is committed past it) so no task outlives the loop.
+            await asyncio.gather(*(task for task, _ in self._writes), return_exceptions=True)
 
     async def _feed(
         self, retrier: Retrier, stop: asyncio.Event, slots: asyncio.Semaphore, ready: asyncio.Queue[asyncio.Task[_Prepared]]
@@ -357,16 +379,93 @@ class IngestPipeline:
         for r in prepared.records:
             key = (r.topic, r.partition)
             next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
-        with self._timed("commit"):
-            await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
+        if self._write_behind:
+            staged = [h for _, h in prepared.valid] if prepared.vectors is not None else []
+            await self._write_then_commit(staged, prepared.vectors, next_offsets, retrier)
+        else:
+            with self._timed("commit"):
+                await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
         self.batches_done += 1
+
+    # -- write-behind ----------------------------------------------------------------------
+    async def _write_then_commit(
+        self,
+        headlines: list[Headline],
+        vectors: np.ndarray | None,
+        next_offsets: dict[tuple[str, int], int],
+        retrier: Retrier,
+    ) -> None:
+        """Queue the batch's Milvus write and its commit behind the batches published before it.
+
+        Why: Milvus Lite blocks its writers for a whole flush (0.15-0.4 s every
+        ``lite_flush_rows``); with the write on the event path every arrival queued behind a
+        flush waited for it. The batch is already searchable (staged in the mirror) and its
+        events are acknowledged, so only durability is left, and the commit still comes after
+        both: a crash before it redelivers the batch (same event ids), as before. Writes and
+        commits stay in batch order (each waits for the one before; after a failed one nothing
+        later is committed), and at most ``max_unstored`` headlines wait to be written.
+        """
+        self._raise_if_a_write_failed()
+        size = len(headlines)
+        while self._writes and self._unstored + size > self._config.max_unstored:
+            await asyncio.shield(self._writes[0][0])  # back-pressure: the oldest write finishes first
+            self._forget_finished_writes()
+        previous = self._writes[-1][0] if self._writes else None
+        self._unstored += size
+        task = asyncio.create_task(
+            self._write_and_commit(previous, headlines, vectors, next_offsets, retrier, size), name="streamer-write"
+        )
+        self._writes.append((task, size))
+        self._forget_finished_writes()
+
+    async def _write_and_commit(
+        self,
+        previous: asyncio.Task[None] | None,
+        headlines: list[Headline],
+        vectors: np.ndarray | None,
+        next_offsets: dict[tuple[str, int], int],
+        retrier: Retrier,
+        size: int,
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous  # its failure is this batch's too: never commit past a gap
+            if headlines and vectors is not None:
+                store: StagingStore = self._store  # type: ignore[assignment]
+                with self._timed("upsert"):
+                    await retrier.run("upsert", "milvus", lambda: self._runner.run(store.write_staged, headlines, vectors))
+            with self._timed("commit"):
+                await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
+        finally:
+            self._unstored -= size
+
+    def _forget_finished_writes(self) -> None:
+        while self._writes and self._writes[0][0].done() and self._writes[0][0].exception() is None:
+            self._writes.popleft()
+
+    def _raise_if_a_write_failed(self) -> None:
+        for task, _ in self._writes:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def drain_writes(self) -> None:
+        """Wait until every published batch is written to Milvus and committed (stop, rebalance)."""
+        while self._writes:
+            task, _ = self._writes[0]
+            await asyncio.shield(task)  # raises a failed write's error; the others wait behind it
+            self._writes.popleft()
 
     async def _process_valid(self, valid: list[tuple[RawRecord, Headline]], vectors: np.ndarray, retrier: Retrier) -> None:
         m = self._metrics
         headlines = [h for _, h in valid]
-        # 3. upsert
-        with self._timed("upsert"):
-            await retrier.run("upsert", "milvus", lambda: self._runner.run(self._store.upsert, headlines, vectors))
+        # 3. upsert (write-behind: make the batch searchable now; it is written before its commit)
+        if self._write_behind:
+            store: StagingStore = self._store  # type: ignore[assignment]
+            with self._timed("mirror"):
+                await self._runner.run(store.stage, headlines, vectors)
+        else:
+            with self._timed("upsert"):
+                await retrier.run("upsert", "milvus", lambda: self._runner.run(self._store.upsert, headlines, vectors))
         # 4. neighbours
         limit = 2 * self._config.k + 1
         with self._timed("search"):

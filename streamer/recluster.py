@@ -7,9 +7,11 @@ soon as the window first holds ``min_points`` headlines:
 
 1. catch up with Milvus: rows ingested since the last run that the window has not
    seen (other ingest instances, or everything after a restart) join it;
-2. in a worker thread, with arrivals buffered meanwhile: expire headlines older
+2. off the event loop, with arrivals buffered meanwhile: expire headlines older
    than ``window_s`` before the newest event time (or beyond ``max_window_size``),
-   repair or rebuild the graph, run HDBSCAN, summarise clusters, freeze a snapshot;
+   repair or rebuild the graph, run HDBSCAN, summarise clusters, freeze a snapshot
+   (:mod:`streamer.window_compute`; the service keeps the window in a child process
+   so that this Python does not hold the ingest loop's GIL);
 3. delete expired headlines from Milvus (by policy);
 4. match clusters to the previous run (stable ids) and swap the snapshot in for
    the ingest loop in one reference assignment;
@@ -31,10 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.batch import summarise_clusters
-from streamer.clustering import Clustering, HdbscanParams, run_hdbscan
+from streamer.clustering import HdbscanParams
 from streamer.concurrency import BlockingRunner, wait_for_any
-from streamer.graph import build_distance_graph
 from streamer.logs import get_logger
 from streamer.metrics import Metrics
 from streamer.pipeline import (
@@ -45,7 +45,6 @@ from streamer.pipeline import (
     ShutdownRequested,
     SnapshotHolder,
 )
-from streamer.report import ClusterSummary
 from streamer.schema import (
     AssignmentEvent,
     AssignmentReason,
@@ -53,9 +52,17 @@ from streamer.schema import (
     Headline,
     VectorStore,
 )
-from streamer.snapshot import Snapshot, build_snapshot
+from streamer.snapshot import Snapshot
 from streamer.tracking import ClusterRegistry
-from streamer.window import WindowExport, WindowGraph
+from streamer.window_compute import (
+    ArrivalRows,
+    CaughtUp,
+    ComputedRun,
+    WindowChange,
+    WindowCompute,
+    WindowComputer,
+    WindowLost,
+)
 
 __all__ = ["ReclusterConfig", "Reclusterer", "RunReport", "UNASSIGNED", "encode_state", "decode_state"]
 
@@ -101,15 +108,6 @@ class RunReport:
     reassigned: int
     duration_s: float
     phases_s: dict[str, float] = field(default_factory=dict)  # where the run spent its time
-
-
-@dataclass
-class _Computed:
-    export: WindowExport
-    clustering: Clustering
-    snapshot: Snapshot
-    summaries: list[ClusterSummary]
-    expired: list[str]
 
 
 def encode_state(obj: dict[str, Any]) -> bytes:
@@ -170,6 +168,7 @@ class Reclusterer:
         metrics: Metrics,
         config: ReclusterConfig,
         dim: int,
+        window: WindowComputer | None = None,
     ) -> None:
         self._store = store
         self._sink = sink
@@ -178,7 +177,9 @@ class Reclusterer:
         self.registry = registry
         self._metrics = metrics
         self._config = config
-        self.window = WindowGraph(config.k, dim)
+        self._dim = dim
+        #: Where the window lives: this process (tests, benches) or a child process (the service).
+        self.window: WindowComputer = window if window is not None else WindowCompute(config, dim)
         self._pending: list[Arrivals] = []
         self._arrivals_since_run = 0
         self._unplaced_since_run = 0
@@ -202,17 +203,6 @@ class Reclusterer:
         if self._arrivals_since_run >= self._config.every_n or emerging or no_snapshot_yet:
             self._trigger.set()
 
-    def _add(self, arrivals: Arrivals) -> None:
-        hs: list[Headline] = arrivals.headlines
-        self.window.add(
-            [h.id for h in hs],
-            [h.title for h in hs],
-            [h.event_time_ms for h in hs],
-            arrivals.vectors,
-            arrivals.neighbour_ids,
-            arrivals.neighbour_sims,
-        )
-
     # -- schedule ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, retrier: Retrier, is_leader: Any = None) -> None:
         """Run on triggers until ``stop``; only acts while ``is_leader()`` is true (when given)."""
@@ -235,7 +225,15 @@ class Reclusterer:
                 log.exception("re-clustering run failed", error=str(exc))
 
     # -- one run -------------------------------------------------------------------------
-    async def _catch_up(self, retrier: Retrier) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    def _compute(self, run_id: int, pending: list[Arrivals], caught_up: CaughtUp) -> WindowChange:
+        """Blocking part of a run (the background thread): the window takes the arrivals and clusters."""
+        return self.window.compute(run_id, [ArrivalRows.from_arrivals(a) for a in pending], caught_up)
+
+    def close(self) -> None:
+        """Stop the window's process, if it has one."""
+        self.window.close()
+
+    async def _catch_up(self, retrier: Retrier) -> CaughtUp:
         """Rows Milvus holds that this instance has not seen (other ingest instances, a restart).
 
         Ids first, then vectors only for the ids the window and the arrival buffer lack: on a
@@ -244,7 +242,7 @@ class Reclusterer:
         ``catch_up_every_run`` off (Milvus Lite: this process is its only writer) only the first
         run reads, to take in the rows stored before a restart.
         """
-        nothing: tuple[list[str], np.ndarray, list[dict[str, Any]]] = ([], np.zeros((0, self.window.dim), np.float32), [])
+        nothing: CaughtUp = ([], np.zeros((0, self._dim), np.float32), [])
         if self._ingested_watermark_ms and not self._config.catch_up_every_run:
             # This process is the store's only writer (Milvus Lite) and read it once already. The
             # query would cost ~0.5 s at 10k rows of Lite's Python under its lock, stalling ingest.
@@ -260,50 +258,6 @@ class Reclusterer:
         # Next time, read from a little before this read began (rows stamped meanwhile are re-listed, not lost).
         self._ingested_watermark_ms = max(self._ingested_watermark_ms, started_ms)
         return found
-
-    def _take_in(self, pending: list[Arrivals], caught_up: tuple[list[str], np.ndarray, list[dict[str, Any]]]) -> None:
-        for arrivals in pending:
-            self._add(arrivals)
-        ids, vectors, rows = caught_up
-        fresh = [i for i, hid in enumerate(ids) if hid not in self.window]
-        if fresh:
-            self.window.add(
-                [ids[i] for i in fresh],
-                [str(rows[i]["title"]) for i in fresh],
-                [int(rows[i]["event_time"]) for i in fresh],
-                vectors[fresh],
-            )
-
-    def _compute(
-        self, run_id: int, pending: list[Arrivals], caught_up: tuple[list[str], np.ndarray, list[dict[str, Any]]]
-    ) -> _Computed | None:
-        """Blocking part of a run; the only code that mutates the window (arrivals wait in a buffer)."""
-        c = self._config
-        window = self.window
-        self._take_in(pending, caught_up)
-        expired: list[str] = []
-        if len(window):
-            # Event time, not wall-clock time: a replayed stream expires by its own clock.
-            expired = window.expire(window.newest_event_time_ms() - int(c.window_s * 1000), c.max_window_size)
-            window.remove(expired)
-        if len(window) < c.min_points:
-            return None
-        if window.short_rows > c.drift_share * len(window) or window.needs_rebuild(c.drift_share):
-            method = c.graph_method
-            if method in ("auto", "milvus"):  # the window's own vectors are here: no need to ask Milvus
-                method = "ivf" if len(window) >= c.approx_threshold else "exact"
-            window.rebuild(method=method)
-        else:
-            window.repair()
-            window.link_new_rows()
-        export = window.export()
-        graph = build_distance_graph(export.table)
-        clustering = run_hdbscan(graph, c.params)
-        summaries = summarise_clusters(export.ids, export.titles, export.vectors, clustering, c.keywords)
-        snapshot = build_snapshot(
-            run_id, export.ids, graph, clustering, c.params.min_samples, c.params.attach_similarity
-        )
-        return _Computed(export, clustering, snapshot, summaries, expired)
 
     async def run_once(self, retrier: Retrier) -> RunReport | None:
         started = time.perf_counter()
@@ -331,18 +285,24 @@ class Reclusterer:
         self._arrivals_since_run = 0
         self._unplaced_since_run = 0
         self._trigger.clear()
-        computed = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
+        try:
+            change = await self._runner.run(self._compute, self.registry.run_id + 1, pending, caught_up)
+        except WindowLost:
+            # The window went with its process: read it back from the store at the next run,
+            # as after a restart (the arrivals this run took are stored there too).
+            self._ingested_watermark_ms = 0
+            raise
         phase("compute")
+        expired = change.expired
+        if expired and self._config.delete_expired:
+            await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.delete, expired))
+        for hid in expired:
+            self._holder.last_assigned.pop(hid, None)
+        computed = change.computed
         if computed is None:
             return None
-        if computed.expired and self._config.delete_expired:
-            await retrier.run(
-                "recluster", "milvus", lambda: self._runner.run(self._store.delete, computed.expired)
-            )
-        for hid in computed.expired:
-            self._holder.last_assigned.pop(hid, None)
         tracking = await self._runner.run(
-            self.registry.update, computed.export.ids, computed.clustering.labels, computed.summaries
+            self.registry.update, computed.ids, computed.clustering.labels, computed.summaries
         )
         phase("track")
         live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
@@ -368,12 +328,12 @@ class Reclusterer:
         m.recluster_runs.labels("ok").inc()
         m.clusters_alive.set(computed.clustering.n_clusters)
         m.noise_share.set(computed.clustering.noise_share)
-        m.window_size.set(len(computed.export.ids))
+        m.window_size.set(len(computed.ids))
         for event in assignments:
             m.assignments.labels(event.reason.value, event.status.value).inc()
         report = RunReport(
             run_id=tracking.run_id,
-            window=len(computed.export.ids),
+            window=len(computed.ids),
             clusters=computed.clustering.n_clusters,
             noise_share=round(computed.clustering.noise_share, 4),
             expired=len(computed.expired),
@@ -386,17 +346,17 @@ class Reclusterer:
         log.info("re-clustering run done", **vars(report))
         return report
 
-    def _changed_assignments(self, computed: _Computed, live: LiveSnapshot) -> list[AssignmentEvent]:
+    def _changed_assignments(self, computed: ComputedRun, live: LiveSnapshot) -> list[AssignmentEvent]:
         snapshot = computed.snapshot
         events = []
-        for pos, hid in enumerate(computed.export.ids):
+        for pos, hid in enumerate(computed.ids):
             cluster = live.stable(int(snapshot.labels[pos]))
             if self._holder.last_assigned.get(hid, UNASSIGNED) == cluster:
                 continue
             headline = Headline(
                 id=hid,
-                title=computed.export.titles[pos],
-                published_at_ms=int(computed.export.event_times_ms[pos]),
+                title=computed.titles[pos],
+                published_at_ms=int(computed.event_times_ms[pos]),
             )
             events.append(
                 AssignmentEvent.for_cluster(

@@ -362,6 +362,19 @@ class VectorStore(Protocol):
     def count(self) -> int: ...
 
 
+@runtime_checkable
+class StagingStore(Protocol):
+    """A store whose searches can see a batch before it is durable (Milvus Lite's search mirror).
+
+    The ingest loop then publishes a batch's events once it is searchable, and writes it to
+    Milvus and commits its offsets behind, in order (``streamer.pipeline``).
+    """
+
+    def stage(self, headlines: list[Headline], vectors: np.ndarray) -> None: ...
+
+    def write_staged(self, headlines: list[Headline], vectors: np.ndarray) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     """One consumed message, as bytes: the pipeline validates it."""

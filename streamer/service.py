@@ -15,6 +15,7 @@ Roles:
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Literal
 
@@ -28,6 +29,7 @@ from streamer.metrics import Health, HealthServer, Metrics
 from streamer.pipeline import IngestConfig, IngestPipeline, Retrier, SnapshotHolder
 from streamer.recluster import STATE_SNAPSHOT_KEY, ReclusterConfig, Reclusterer, decode_state, snapshot_from_state
 from streamer.tracking import ClusterRegistry
+from streamer.window_compute import ProcessWindowCompute
 
 __all__ = ["run_service", "Role"]
 
@@ -35,6 +37,22 @@ log = get_logger(__name__)
 
 Role = Literal["all", "ingest", "recluster"]
 _START_TIMEOUT_S = 60.0
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive now to the collector's permanent generation; returns how many.
+
+    The model, torch, transformers, pydantic and Milvus Lite's in-process server are millions
+    of long-lived objects, and a full (generation 2) collection walks them all with the GIL
+    held: 0.3-0.36 s each at a 5k-headline window, which every thread of the ingest loop
+    waits out (``streamer_gc_pause_seconds``; docs/benchmarks.md). None of them will become
+    garbage, so they are left out of collections from now on, as gc.freeze() is meant for.
+    """
+    gc.collect()
+    gc.freeze()
+    count = gc.get_freeze_count()
+    log.info("start-up heap exempted from garbage collection", objects=count)
+    return count
 
 
 def recluster_config(settings: Settings) -> ReclusterConfig:
@@ -86,11 +104,18 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
     metrics = Metrics()
     health = Health()
     http = HealthServer(metrics, health, settings.service.http_host, settings.service.http_port)
+    gc_pauses = metrics.watch_gc().install()
     runner = BlockingRunner(settings.service.blocking_workers)
     # The embeddings in flight beside the one being stored (see IngestPipeline.run).
     model_runner = BlockingRunner(max(1, k.batches_in_flight - 1), name="streamer-model-calls")
-    # Re-clustering is background work: its own thread, at lower priority than ingest.
-    background = BlockingRunner(1, name="streamer-recluster", niceness=10)
+    # Re-clustering is background work. With the window in a child process, that process runs
+    # at nice +10 and what is left here (matching ids, encoding state) is short Python that
+    # holds the GIL: at nice +10 the thread holding it would wait behind the model's threads
+    # while the event loop waits for the GIL (a priority inversion), so it runs at normal
+    # priority. Without the child, the compute is here too and the thread is niced.
+    background = BlockingRunner(
+        1, name="streamer-recluster", niceness=0 if settings.tracking.window_process else 10
+    )
     await http.start()
     store = None
     embedder: FlagEmbedder | None = None
@@ -98,6 +123,8 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
     source = AiokafkaSource(k) if role != "recluster" else None
     election = LeaderElection(k, topic=settings.tracking.state_topic, group_id=f"{k.group_id}-recluster")
     tasks: list[asyncio.Task[None]] = []
+    window: ProcessWindowCompute | None = None
+    frozen = 0
     try:
         # Start-up: each dependency is checked once, with a clear error if it is not there.
         embedder = await runner.run(FlagEmbedder, settings.embedding)
@@ -129,6 +156,9 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             timeout_s=_START_TIMEOUT_S,
         )
         await sink.start(timeout_s=_START_TIMEOUT_S)
+        if role in ("all", "recluster") and settings.tracking.window_process:
+            window = ProcessWindowCompute(recluster_config(settings), embedder.dim)
+            await background.run(window.start)
         holder = SnapshotHolder()
         registry = ClusterRegistry(
             match_threshold=settings.tracking.match_threshold, split_min_share=settings.tracking.split_min_share
@@ -142,6 +172,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             metrics=metrics,
             config=recluster_config(settings),
             dim=embedder.dim,
+            window=window,
         )
         reclusterer.restore(await read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S))
         retrier = Retrier(metrics, health, stop, initial_s=k.retry_backoff_ms / 1000, max_s=10.0)
@@ -203,6 +234,8 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
                         emerging_min_size=settings.tracking.emerging_min_size,
                     ),
                     state_topic=settings.tracking.state_topic,
+                    write_behind=settings.milvus.lite_write_behind,
+                    max_unstored=settings.milvus.lite_write_behind_rows,
                 ),
                 listener=reclusterer if role == "all" else None,
                 batch_lock=source.batch_lock,
@@ -214,6 +247,8 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             tasks.append(asyncio.create_task(pipeline.run(stop), name="ingest"))
         else:
             health.set("kafka", True)
+        if settings.service.freeze_startup_heap:
+            frozen = freeze_startup_heap()
         log.info("streamer running", role=role, http_port=http.bound_port)
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -243,5 +278,10 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
         model_runner.shutdown()
         if embedder is not None:
             embedder.close()
+        if window is not None:
+            window.close()  # a run still computing is dropped: the window is read back at the next start
         background.shutdown()
+        gc_pauses.remove()
+        if frozen:
+            gc.unfreeze()  # the process may go on (tests run the service in-process)
         await http.stop()

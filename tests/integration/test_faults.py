@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -217,10 +218,15 @@ def report(name: str, **numbers: Any) -> None:
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of the service and its children (the window process holds the window)."""
+    service = psutil.Process(pid)
+    total = service.memory_info().rss
+    for child in service.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:  # gone between the listing and the read
+            pass
+    return total
 
 
 # --------------------------------------------------------------------------- 1. broker SIGKILL

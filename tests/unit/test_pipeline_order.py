@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ class ScriptedSource:
         self.fetches = 0
         self.commits: list[tuple[dict[tuple[str, int], int], set[str]]] = []
         self.sent: set[str] = set()  # shared with the sink: what was acknowledged so far
+        self.written: set[str] = set()  # shared with a staging store: what Milvus holds so far
+        self.written_at_commit: list[set[str]] = []
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None  # set by a write-behind pipeline
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
         if not self.batches:
@@ -56,12 +60,15 @@ class ScriptedSource:
         """What the real listener does: wait for the batch being finished, then the consumer
         rereads every partition from its committed offset."""
         async with self.batch_lock:
+            if self.before_revoke is not None:
+                await self.before_revoke()
             self.generation += 1
             committed = self.commits[-1][0].get(("in", 0), 0) if self.commits else 0
             self.batches = [b for b in self.all_batches if b[0].offset >= committed]
 
     async def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         self.commits.append((dict(next_offsets), set(self.sent)))
+        self.written_at_commit.append(set(self.written))
 
     async def lag(self) -> dict[tuple[str, int], int]:
         return {}
@@ -118,6 +125,31 @@ class MemoryStore:
         return found, np.ones((len(vectors), len(found[0]) if found else 0), dtype=np.float32)
 
 
+class StagingStore(MemoryStore):
+    """Milvus Lite with its search mirror: searchable when staged, durable when written.
+
+    ``hold`` blocks the write of the batch holding that headline id until ``release`` is set,
+    as a Lite flush blocks its writers; ``fail`` makes the write of that batch fail for good.
+    """
+
+    def __init__(self, source: ScriptedSource, *, hold: str | None = None, fail: str | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.hold, self.fail = hold, fail
+        self.release = threading.Event()
+
+    def stage(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        self.ids.extend(h.id for h in headlines)
+
+    def write_staged(self, headlines: list[Headline], vectors: np.ndarray) -> None:
+        ids = {h.id for h in headlines}
+        if self.fail in ids:
+            raise ValueError("schema mismatch")  # not retriable
+        if self.hold in ids:
+            assert self.release.wait(10)
+        self.source.written.update(ids)
+
+
 async def run_until(pipeline: IngestPipeline, done: Callable[[], bool], stop: asyncio.Event, timeout_s: float = 10) -> None:
     task = asyncio.create_task(pipeline.run(stop))
     deadline = time.monotonic() + timeout_s
@@ -127,12 +159,14 @@ async def run_until(pipeline: IngestPipeline, done: Callable[[], bool], stop: as
     await asyncio.wait_for(task, 5)
 
 
-def make_pipeline(source: ScriptedSource, sink: RecordingSink, runner: BlockingRunner, in_flight: int) -> IngestPipeline:
+def make_pipeline(
+    source: ScriptedSource, sink: RecordingSink, runner: BlockingRunner, in_flight: int, store: MemoryStore | None = None
+) -> IngestPipeline:
     return IngestPipeline(
         source=source,
         sink=sink,
         embedder=SlowModel(),
-        store=MemoryStore(),
+        store=store if store is not None else MemoryStore(),
         runner=runner,
         model_runner=runner,
         holder=SnapshotHolder(),
@@ -150,13 +184,15 @@ def runner() -> Iterator[BlockingRunner]:
     pool.shutdown()
 
 
+@pytest.mark.parametrize("staging", [False, True], ids=["write-first", "write-behind"])
 @pytest.mark.parametrize("in_flight", [1, 3])
-async def test_commits_follow_batch_order_and_their_own_events(runner: BlockingRunner, in_flight: int) -> None:
-    """Each commit comes after every event of its batch was acknowledged, and offsets only grow."""
+async def test_commits_follow_batch_order_and_their_own_events(runner: BlockingRunner, in_flight: int, staging: bool) -> None:
+    """Each commit comes after every event of its batch was acknowledged (and, write-behind, after
+    the batch was written), and offsets only grow."""
     batches = [[record(b % 2, b // 2 * 3 + i) for i in range(3)] for b in range(8)]
     source = ScriptedSource(batches)
     sink = RecordingSink(source)
-    pipeline = make_pipeline(source, sink, runner, in_flight)
+    pipeline = make_pipeline(source, sink, runner, in_flight, StagingStore(source) if staging else None)
     await run_until(pipeline, lambda: len(source.commits) == len(batches), asyncio.Event())
 
     assert len(source.commits) == len(batches)
@@ -167,14 +203,19 @@ async def test_commits_follow_batch_order_and_their_own_events(runner: BlockingR
             assert offset > last.get(key, -1)
             last[key] = offset
     assert sink.assignments == [f"p{r.partition}-{r.offset}" for batch in batches for r in batch]
+    if staging:
+        for batch, written in zip(batches, source.written_at_commit, strict=True):
+            assert {f"p{r.partition}-{r.offset}" for r in batch} <= written
 
 
-async def test_a_batch_fetched_before_a_rebalance_is_read_again_not_committed(runner: BlockingRunner) -> None:
-    """The batch prepared across a rebalance is dropped; its redelivery is what gets committed, once."""
+@pytest.mark.parametrize("staging", [False, True], ids=["write-first", "write-behind"])
+async def test_a_batch_fetched_before_a_rebalance_is_read_again_not_committed(runner: BlockingRunner, staging: bool) -> None:
+    """The batch prepared across a rebalance is dropped; its redelivery is what gets committed, once.
+    Write-behind: the rebalance first waits for the published batches' writes and commits."""
     batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(4)]
     source = ScriptedSource(batches, rebalance_after=frozenset({1}))
     sink = RecordingSink(source)
-    pipeline = make_pipeline(source, sink, runner, 3)
+    pipeline = make_pipeline(source, sink, runner, 3, StagingStore(source) if staging else None)
     await run_until(pipeline, lambda: len(source.commits) == len(batches), asyncio.Event())
 
     expected = [f"p0-{r.offset}" for batch in batches for r in batch]
@@ -196,3 +237,45 @@ async def test_stopping_drops_the_batches_embedded_ahead(runner: BlockingRunner)
         assert {f"p0-{o}" for o in range(offsets[("in", 0)])} <= acknowledged
     committed = source.commits[-1][0][("in", 0)]
     assert sink.assignments == [f"p0-{o}" for o in range(committed)]  # no event past the last commit
+
+
+async def test_write_behind_publishes_while_an_earlier_write_is_blocked(runner: BlockingRunner) -> None:
+    """A Lite flush blocks the first batch's write: later batches' events still go out, and no
+    offset is committed until the blocked write is done; then every commit follows in order."""
+    batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(5)]
+    source = ScriptedSource(batches)
+    sink = RecordingSink(source)
+    store = StagingStore(source, hold="p0-0")
+    pipeline = make_pipeline(source, sink, runner, 3, store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    everything = [f"p0-{o}" for o in range(10)]
+    for _ in range(500):
+        if sink.assignments == everything:
+            break
+        await asyncio.sleep(0.01)
+    assert sink.assignments == everything  # all published while the first write is held
+    assert source.commits == [] and source.written == set()
+    store.release.set()
+    for _ in range(500):
+        if len(source.commits) == len(batches):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8, 10]
+    for b, written in enumerate(source.written_at_commit):
+        assert {f"p0-{o}" for o in range(2 * b + 2)} <= written
+
+
+async def test_write_behind_commits_nothing_past_a_failed_write(runner: BlockingRunner) -> None:
+    """The second batch's write fails for good: the first batch is committed, nothing after it,
+    and the loop stops with the error (the records from the second batch on come again)."""
+    batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(4)]
+    source = ScriptedSource(batches)
+    sink = RecordingSink(source)
+    pipeline = make_pipeline(source, sink, runner, 3, StagingStore(source, fail="p0-2"))
+    with pytest.raises(ValueError, match="schema mismatch"):
+        await asyncio.wait_for(pipeline.run(asyncio.Event()), 10)
+    assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2]
+    assert "p0-2" not in source.written and "p0-4" not in source.written
