@@ -13,9 +13,10 @@ for: every run stalled ingest by 0.5-1 s although it ran at low priority on a th
 the same CPU, at nice +10, and the ingest loop never waits for it. Only the arrivals (vectors and
 neighbour lists, ~1.6 kB per headline) go in and the snapshot and summaries come back.
 
-If the child dies, the window dies with it: the next call raises :class:`WindowLost` after
-starting a fresh child, and the re-clusterer reads the window back from Milvus at its next run,
-as after a restart.
+If the child dies, or a run fails inside it (which may leave the window half-updated), the
+window is dropped with it: the call raises :class:`WindowLost`, the next one starts a fresh
+child, and the re-clusterer reads the window back from Milvus at its next run, as after a
+restart.
 """
 
 from __future__ import annotations
@@ -253,8 +254,12 @@ class ProcessWindowCompute:
             except (EOFError, OSError) as exc:
                 self._lost(exc)
                 raise WindowLost(f"the window process died during run {run_id}: {exc!r}") from exc
-        if status != "ok":
-            raise RuntimeError(f"re-clustering run {run_id} failed in the window process: {payload}")
+            if status != "ok":
+                # The failure may have left the window half-updated (arrivals taken in, graph not
+                # repaired): start over from the store rather than cluster a window in doubt.
+                error = RuntimeError(payload)
+                self._lost(error)
+                raise WindowLost(f"re-clustering run {run_id} failed in the window process: {payload}")
         change: WindowChange = payload
         for rows in arrivals:
             self._ids.update(rows.ids)
@@ -263,11 +268,15 @@ class ProcessWindowCompute:
         return change
 
     def _lost(self, exc: BaseException) -> None:
-        process = self._process
+        process, conn = self._process, self._conn
         exitcode = None
         if process is not None:
+            if process.is_alive():  # exiting, or it failed a run and its window is in doubt
+                process.kill()
             process.join(timeout=5)
             exitcode = process.exitcode
+        if conn is not None:
+            conn.close()
         log.error("window process lost; the window is read back from the store at the next run",
                   exitcode=exitcode, error=repr(exc))
         self._process = None

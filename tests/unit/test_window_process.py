@@ -135,6 +135,19 @@ def test_a_killed_child_loses_the_window_and_the_next_run_reads_it_back_from_the
     asyncio.run(scenario())
 
 
+def test_a_run_that_fails_in_the_child_drops_its_window_and_the_next_starts_afresh(child: ProcessWindowCompute) -> None:
+    vectors, _ = blobs(n_clusters=3, per_cluster=30)
+    assert child.compute(1, [rows(vectors[:40], 0)], NOTHING).computed is not None
+    first_pid = child.pid
+    wrong = ArrivalRows(["x1"], ["bad"], [41_000], np.ones((1, DIM + 3), np.float32))  # not the window's dim
+    with pytest.raises(WindowLost, match="failed in the window process"):
+        child.compute(2, [wrong], NOTHING)
+    assert len(child) == 0 and "h0" not in child  # nothing the parent would trust
+    change = child.compute(2, [rows(vectors[40:], 40)], NOTHING)
+    assert child.pid != first_pid
+    assert change.computed is not None and change.computed.ids[0] == "h40"  # a fresh window
+
+
 def test_close_during_a_run_stops_the_child_without_waiting_for_the_run() -> None:
     vectors, _ = blobs(n_clusters=3, per_cluster=40)
     window = ProcessWindowCompute(CONFIG, DIM)
