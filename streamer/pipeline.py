@@ -240,9 +240,10 @@ class IngestPipeline:
         busy across the tail of each one. Storing and publishing stay strictly in order, one
         batch at a time, and a batch is committed only after its own events were acknowledged
         and it was written to Milvus, so at-least-once is unchanged (with write-behind the
-        write and the commit trail the events, in order; stopping waits for them). Batches embedded ahead are dropped, not committed, when
-        stopping or when a rebalance happened since they were fetched (the consumer then
-        rereads from the committed offsets, and those records come again).
+        write and the commit trail the events, in order; stopping waits for them). Batches
+        embedded ahead are dropped, not committed, when stopping or when a rebalance happened
+        since they were fetched (the consumer then rereads from the committed offsets, and
+        those records come again).
         """
         retrier = Retrier(self._metrics, self._health, stop, self._config.retry_initial_s, self._config.retry_max_s)
         lag_task = asyncio.create_task(self._report_lag(stop), name="streamer-lag")
