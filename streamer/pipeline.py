@@ -220,11 +220,12 @@ class IngestPipeline:
         self._registry = registry
         self._assigner = ArrivalAssigner(config.emerging, registry, may_mint)
         self.batches_done = 0
-        self._write_behind = config.write_behind and isinstance(store, StagingStore)
-        #: Write-behind: each published batch's "write to Milvus, then commit", chained in order.
+        #: The store, when it can stage batches (write-behind); None: write before publishing.
+        self._staging: StagingStore | None = store if config.write_behind and isinstance(store, StagingStore) else None
+        #: Write-behind: each published batch's "write to Milvus, then commit" (and its headline
+        #: count), chained in order.
         self._writes: deque[tuple[asyncio.Task[None], int]] = deque()
-        self._unstored = 0
-        if self._write_behind and hasattr(source, "before_revoke"):
+        if self._staging is not None and hasattr(source, "before_revoke"):
             # A rebalance waits for the published batches to be written and committed, as it
             # waits for the batch in flight: their records are not handed to another member.
             source.before_revoke = self.drain_writes
@@ -380,7 +381,7 @@ class IngestPipeline:
         for r in prepared.records:
             key = (r.topic, r.partition)
             next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
-        if self._write_behind:
+        if self._staging is not None:
             staged = [h for _, h in prepared.valid] if prepared.vectors is not None else []
             await self._write_then_commit(staged, prepared.vectors, next_offsets, retrier)
         else:
@@ -408,13 +409,12 @@ class IngestPipeline:
         """
         self._raise_if_a_write_failed()
         size = len(headlines)
-        while self._writes and self._unstored + size > self._config.max_unstored:
+        while self._writes and self._unstored() + size > self._config.max_unstored:
             await asyncio.shield(self._writes[0][0])  # back-pressure: the oldest write finishes first
             self._forget_finished_writes()
         previous = self._writes[-1][0] if self._writes else None
-        self._unstored += size
         task = asyncio.create_task(
-            self._write_and_commit(previous, headlines, vectors, next_offsets, retrier, size), name="streamer-write"
+            self._write_and_commit(previous, headlines, vectors, next_offsets, retrier), name="streamer-write"
         )
         self._writes.append((task, size))
         self._forget_finished_writes()
@@ -426,19 +426,19 @@ class IngestPipeline:
         vectors: np.ndarray | None,
         next_offsets: dict[tuple[str, int], int],
         retrier: Retrier,
-        size: int,
     ) -> None:
-        try:
-            if previous is not None:
-                await previous  # its failure is this batch's too: never commit past a gap
-            if headlines and vectors is not None:
-                store: StagingStore = self._store  # type: ignore[assignment]
-                with self._timed("upsert"):
-                    await retrier.run("upsert", "milvus", lambda: self._runner.run(store.write_staged, headlines, vectors))
-            with self._timed("commit"):
-                await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
-        finally:
-            self._unstored -= size
+        if previous is not None:
+            await previous  # its failure is this batch's too: never commit past a gap
+        staging = self._staging
+        if headlines and vectors is not None and staging is not None:
+            with self._timed("upsert"):
+                await retrier.run("upsert", "milvus", lambda: self._runner.run(staging.write_staged, headlines, vectors))
+        with self._timed("commit"):
+            await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
+
+    def _unstored(self) -> int:
+        """Headlines published whose Milvus write (and commit) has not finished yet."""
+        return sum(size for task, size in self._writes if not task.done())
 
     def _forget_finished_writes(self) -> None:
         while self._writes and self._writes[0][0].done() and self._writes[0][0].exception() is None:
@@ -460,10 +460,9 @@ class IngestPipeline:
         m = self._metrics
         headlines = [h for _, h in valid]
         # 3. upsert (write-behind: make the batch searchable now; it is written before its commit)
-        if self._write_behind:
-            store: StagingStore = self._store  # type: ignore[assignment]
+        if self._staging is not None:
             with self._timed("mirror"):
-                await self._runner.run(store.stage, headlines, vectors)
+                await self._runner.run(self._staging.stage, headlines, vectors)
         else:
             with self._timed("upsert"):
                 await retrier.run("upsert", "milvus", lambda: self._runner.run(self._store.upsert, headlines, vectors))

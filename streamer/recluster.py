@@ -229,10 +229,6 @@ class Reclusterer:
         """Blocking part of a run (the background thread): the window takes the arrivals and clusters."""
         return self.window.compute(run_id, [ArrivalRows.from_arrivals(a) for a in pending], caught_up)
 
-    def close(self) -> None:
-        """Stop the window's process, if it has one."""
-        self.window.close()
-
     async def _catch_up(self, retrier: Retrier) -> CaughtUp:
         """Rows Milvus holds that this instance has not seen (other ingest instances, a restart).
 
@@ -336,7 +332,7 @@ class Reclusterer:
             window=len(computed.ids),
             clusters=computed.clustering.n_clusters,
             noise_share=round(computed.clustering.noise_share, 4),
-            expired=len(computed.expired),
+            expired=len(expired),
             events=counts,
             reassigned=len(assignments),
             duration_s=round(duration, 3),

@@ -156,8 +156,9 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             timeout_s=_START_TIMEOUT_S,
         )
         await sink.start(timeout_s=_START_TIMEOUT_S)
+        recluster = recluster_config(settings)
         if role in ("all", "recluster") and settings.tracking.window_process:
-            window = ProcessWindowCompute(recluster_config(settings), embedder.dim)
+            window = ProcessWindowCompute(recluster, embedder.dim)
             await background.run(window.start)
         holder = SnapshotHolder()
         registry = ClusterRegistry(
@@ -170,7 +171,7 @@ async def run_service(settings: Settings, role: Role = "all", *, stop: asyncio.E
             holder=holder,
             registry=registry,
             metrics=metrics,
-            config=recluster_config(settings),
+            config=recluster,
             dim=embedder.dim,
             window=window,
         )

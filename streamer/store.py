@@ -30,9 +30,11 @@ small segments in the background); a server gets no flushes (it seals segments i
 When :mod:`streamer.mirror` answers the searches, Lite's search speed no longer matters and
 flushing is CPU the model needs, so the default flushes 4 times less often, every 1,024 rows.
 Not less often than that: a flush blocks Lite's writers, ~0.2 s per 1,024 rows and ~0.7 s per
-4,096, which on a live stream is a latency spike for every arrival behind it (Lite costs the
-same CPU per row either way up to ~6k rows; ``bench/lite_write.py``). Unflushed rows are safe
-from a crash: Lite writes them to its write-ahead log first.
+4,096 (Lite costs the same CPU per row either way up to ~6k rows; ``bench/lite_write.py``).
+With write-behind (``milvus.lite_write_behind``) the stall delays commits rather than events,
+but a longer one holds back every write queued behind it, and ingest once
+``lite_write_behind_rows`` wait. Unflushed rows are safe from a crash: Lite writes them to its
+write-ahead log first.
 """
 
 from __future__ import annotations

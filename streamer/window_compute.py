@@ -98,7 +98,6 @@ class ComputedRun:
     clustering: Clustering
     snapshot: Snapshot
     summaries: list[ClusterSummary]
-    expired: list[str]
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class WindowChange:
 
 
 class WindowLost(RuntimeError):
-    """The process holding the window died; a fresh one starts empty (read the window back)."""
+    """The window's process died or failed a run; a fresh one starts empty (read the window back)."""
 
 
 class WindowComputer(Protocol):
@@ -180,7 +179,7 @@ class WindowCompute:
         clustering = run_hdbscan(graph, c.params)
         summaries = summarise_clusters(export.ids, export.titles, export.vectors, clustering, c.keywords)
         snapshot = build_snapshot(run_id, export.ids, graph, clustering, c.params.min_samples, c.params.attach_similarity)
-        computed = ComputedRun(export.ids, export.titles, export.event_times_ms, clustering, snapshot, summaries, expired)
+        computed = ComputedRun(export.ids, export.titles, export.event_times_ms, clustering, snapshot, summaries)
         return WindowChange(computed, expired)
 
 
@@ -223,7 +222,7 @@ class ProcessWindowCompute:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_serve,
-            args=(child, self._config, self._dim, self._niceness),
+            args=(child, self._config, self._dim),
             name="streamer-window",
             daemon=True,  # never outlives the service, even when it is not closed
         )
@@ -344,15 +343,13 @@ def _start_at_niceness(process: multiprocessing.process.BaseProcess, niceness: i
         raise failure[0]
 
 
-def _serve(conn: Connection, config: ReclusterConfig, dim: int, niceness: int) -> None:
-    """The child's loop: one request at a time until ``None`` or the parent goes away."""
+def _serve(conn: Connection, config: ReclusterConfig, dim: int) -> None:
+    """The child's loop: one request at a time until ``None`` or the parent goes away.
+
+    Its priority it inherited from the thread that started it (:func:`_start_at_niceness`).
+    """
     # Ctrl-C reaches the whole process group; the service decides when this process stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if niceness and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, niceness)
-        except OSError:
-            pass
     compute = WindowCompute(config, dim)
     conn.send("ready")
     while True:
