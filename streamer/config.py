@@ -138,7 +138,10 @@ class MilvusSettings(_Section):
         "it; its Lite write and the offset commit follow in order (a flush then delays commits, not events).",
     )
     lite_write_behind_rows: int = Field(
-        1024, ge=1, description="Headlines published but not yet written to Lite before ingest waits for the writes."
+        1024,
+        ge=1,
+        description="Messages read (published or dead-lettered) whose Lite write and commit are still queued "
+        "before ingest waits for the writes.",
     )
     lite_flush_rows: int | None = Field(
         None,

@@ -102,7 +102,7 @@ class IngestConfig:
     #: With a :class:`~streamer.schema.StagingStore`: publish once a batch is searchable, write
     #: it to Milvus and commit behind (see :meth:`IngestPipeline._finish`).
     write_behind: bool = True
-    #: Headlines published but not yet written to Milvus before the loop waits for the writes.
+    #: Records read whose Milvus write and commit are still queued before the loop waits for them.
     max_unstored: int = 1024
 
 
@@ -383,7 +383,7 @@ class IngestPipeline:
             next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
         if self._staging is not None:
             staged = [h for _, h in prepared.valid] if prepared.vectors is not None else []
-            await self._write_then_commit(staged, prepared.vectors, next_offsets, retrier)
+            await self._write_then_commit(staged, prepared.vectors, next_offsets, retrier, len(prepared.records))
         else:
             with self._timed("commit"):
                 await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
@@ -396,6 +396,7 @@ class IngestPipeline:
         vectors: np.ndarray | None,
         next_offsets: dict[tuple[str, int], int],
         retrier: Retrier,
+        records: int,
     ) -> None:
         """Queue the batch's Milvus write and its commit behind the batches published before it.
 
@@ -405,10 +406,13 @@ class IngestPipeline:
         events are acknowledged, so only durability is left, and the commit still comes after
         both: a crash before it redelivers the batch (same event ids), as before. Writes and
         commits stay in batch order (each waits for the one before; after a failed one nothing
-        later is committed), and at most ``max_unstored`` headlines wait to be written.
+        later is committed), and at most ``max_unstored`` records wait to be written and
+        committed. The bound counts every record read, not only the valid headlines: a batch of
+        nothing but dead letters still queues a commit, and during a Milvus outage such batches
+        must not pile up unbounded behind the blocked write.
         """
         self._raise_if_a_write_failed()
-        size = len(headlines)
+        size = records
         while self._writes and self._unstored() + size > self._config.max_unstored:
             await asyncio.shield(self._writes[0][0])  # back-pressure: the oldest write finishes first
             self._forget_finished_writes()
@@ -437,7 +441,7 @@ class IngestPipeline:
             await retrier.run("commit", "kafka", lambda: self._source.commit(next_offsets))
 
     def _unstored(self) -> int:
-        """Headlines published whose Milvus write (and commit) has not finished yet."""
+        """Records read whose batch's Milvus write (and commit) has not finished yet."""
         return sum(size for task, size in self._writes if not task.done())
 
     def _forget_finished_writes(self) -> None:

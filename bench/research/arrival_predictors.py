@@ -7,7 +7,11 @@ have published from the same neighbour search, then scores all of them against t
 - ``published``: streamer's label for the arrival after its batch (emerging moves included);
 - ``nearest``: the published label of its nearest neighbour;
 - ``vote_k{k}_s{s}``: the similarity-weighted vote of the published labels of its top-k
-  neighbours with cosine >= s (noise votes too); ``votec_...``: noise does not vote.
+  neighbours with cosine >= s (noise votes too); ``votec_...``: noise does not vote;
+- ``oracle_...``: the same votes over the labels the *next run* gives those neighbours, i.e. a
+  predictor that knew the future clustering of everything around the arrival (and
+  ``oracle_nearest``, the nearest neighbour's next-run label): how far any rule that reads
+  the arrival's neighbourhood could get.
 
 Command (~40 s once the UCI vectors are cached; docs/benchmarks.md quotes it):
     .venv/bin/python bench/research/arrival_predictors.py [--pace backlog|stream] [--rows 30000]
@@ -37,6 +41,7 @@ class ScoredReplay(sq.Replay):
         self.candidates: dict[str, dict[str, int]] = {}
         self.tally: dict[str, list[bool]] = {}
         self._found: tuple[list[list[str]], np.ndarray] = ([], np.zeros((0, 0)))
+        self.neighbours: dict[str, list[tuple[str, float]]] = {}
 
     def search(self, start: int, end: int, heads: list[Headline]) -> tuple[list[list[str]], np.ndarray]:
         self._found = super().search(start, end, heads)
@@ -47,25 +52,36 @@ class ScoredReplay(sq.Replay):
         found, sims = self._found
         for i, hid in enumerate(self.ids[start:end]):
             row = [(h, s) for h, s in zip(found[i], sims[i].tolist(), strict=True) if h != hid]
+            self.neighbours[hid] = row[: max(KS)]
             label = lambda h: self.published.get(h, NOISE)  # noqa: E731
             c = {"published": self.published[hid], "nearest": label(row[0][0]) if row else NOISE}
-            for k in KS:
-                for s_min in SIMILARITIES:
-                    votes: dict[int, float] = {}
-                    for h, s in row[:k]:
-                        if s >= s_min:
-                            votes[label(h)] = votes.get(label(h), 0.0) + s
-                    c[f"vote_k{k}_s{s_min}"] = max(votes, key=votes.__getitem__) if votes else NOISE
-                    clustered = {lab: w for lab, w in votes.items() if lab != NOISE}
-                    c[f"votec_k{k}_s{s_min}"] = max(clustered, key=clustered.__getitem__) if clustered else NOISE
+            c.update(votes_of(row, label, ""))
             self.candidates[hid] = c
 
     def score_arrivals(self, live, new_live, previous, labels_now) -> None:  # type: ignore[no-untyped-def]
         super().score_arrivals(live, new_live, previous, labels_now)
+        future = lambda h: labels_now.get(h, NOISE)  # noqa: E731
         for hid in self.pending_arrivals:
             if hid in labels_now and hid in self.candidates:
-                for name, label in self.candidates[hid].items():
+                row = self.neighbours.get(hid, [])
+                oracle = {"oracle_nearest": future(row[0][0]) if row else NOISE, **votes_of(row, future, "oracle_")}
+                for name, label in {**self.candidates[hid], **oracle}.items():
                     self.tally.setdefault(name, []).append(label == labels_now[hid])
+
+
+def votes_of(row: list[tuple[str, float]], label, prefix: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Similarity-weighted votes of the neighbours' labels, for every k and similarity floor."""
+    out: dict[str, int] = {}
+    for k in KS:
+        for s_min in SIMILARITIES:
+            votes: dict[int, float] = {}
+            for h, s in row[:k]:
+                if s >= s_min:
+                    votes[label(h)] = votes.get(label(h), 0.0) + s
+            out[f"{prefix}vote_k{k}_s{s_min}"] = max(votes, key=votes.__getitem__) if votes else NOISE
+            clustered = {lab: w for lab, w in votes.items() if lab != NOISE}
+            out[f"{prefix}votec_k{k}_s{s_min}"] = max(clustered, key=clustered.__getitem__) if clustered else NOISE
+    return out
 
 
 def main() -> None:

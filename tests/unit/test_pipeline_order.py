@@ -160,7 +160,12 @@ async def run_until(pipeline: IngestPipeline, done: Callable[[], bool], stop: as
 
 
 def make_pipeline(
-    source: ScriptedSource, sink: RecordingSink, runner: BlockingRunner, in_flight: int, store: MemoryStore | None = None
+    source: ScriptedSource,
+    sink: RecordingSink,
+    runner: BlockingRunner,
+    in_flight: int,
+    store: MemoryStore | None = None,
+    max_unstored: int = 1024,
 ) -> IngestPipeline:
     return IngestPipeline(
         source=source,
@@ -172,7 +177,9 @@ def make_pipeline(
         holder=SnapshotHolder(),
         metrics=Metrics(),
         health=Health(),
-        config=IngestConfig(max_batch_wait_ms=5, k=2, batches_in_flight=in_flight, lag_interval_s=60),
+        config=IngestConfig(
+            max_batch_wait_ms=5, k=2, batches_in_flight=in_flight, lag_interval_s=60, max_unstored=max_unstored
+        ),
         batch_lock=source.batch_lock,
     )
 
@@ -266,6 +273,34 @@ async def test_write_behind_publishes_while_an_earlier_write_is_blocked(runner: 
     assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8, 10]
     for b, written in enumerate(source.written_at_commit):
         assert {f"p0-{o}" for o in range(2 * b + 2)} <= written
+
+
+async def test_write_behind_bounds_queued_commits_of_dead_letter_only_batches(runner: BlockingRunner) -> None:
+    """While a write is blocked (a flush, an outage), batches of nothing but malformed messages
+    still queue a commit each; the bound counts their records, so fetching stops at it instead
+    of queueing without end, and everything is committed in order once the write is released."""
+    bad = [[RawRecord("in", 0, 2 + b * 2 + i, None, b"not json") for i in range(2)] for b in range(40)]
+    batches = [[record(0, 0), record(0, 1)], *bad]
+    source = ScriptedSource(batches)
+    sink = RecordingSink(source)
+    store = StagingStore(source, hold="p0-0")
+    pipeline = make_pipeline(source, sink, runner, 3, store, max_unstored=8)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    await asyncio.sleep(0.5)  # ample time to read all 41 batches if nothing held the loop back
+    held_at = source.fetches
+    # the held batch and 3 dead-letter batches fill the bound (8 records); one more waits to be
+    # queued, and the slots allow two more prepared behind it
+    assert held_at <= 1 + 3 + 1 + 2
+    assert source.commits == []
+    store.release.set()
+    for _ in range(500):
+        if len(source.commits) == len(batches):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2 + 2 * b for b in range(len(batches))]
 
 
 async def test_write_behind_commits_nothing_past_a_failed_write(runner: BlockingRunner) -> None:
