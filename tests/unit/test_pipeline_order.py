@@ -159,6 +159,19 @@ async def run_until(pipeline: IngestPipeline, done: Callable[[], bool], stop: as
     await asyncio.wait_for(task, 5)
 
 
+async def release_and_stop(
+    store: StagingStore, source: ScriptedSource, commits: int, stop: asyncio.Event, task: asyncio.Task[None]
+) -> None:
+    """Let the held write go, wait for ``commits`` commits, then stop the loop."""
+    store.release.set()
+    for _ in range(500):
+        if len(source.commits) == commits:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
 def make_pipeline(
     source: ScriptedSource,
     sink: RecordingSink,
@@ -263,13 +276,7 @@ async def test_write_behind_publishes_while_an_earlier_write_is_blocked(runner: 
         await asyncio.sleep(0.01)
     assert sink.assignments == everything  # all published while the first write is held
     assert source.commits == [] and source.written == set()
-    store.release.set()
-    for _ in range(500):
-        if len(source.commits) == len(batches):
-            break
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await release_and_stop(store, source, len(batches), stop, task)
     assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8, 10]
     for b, written in enumerate(source.written_at_commit):
         assert {f"p0-{o}" for o in range(2 * b + 2)} <= written
@@ -293,13 +300,7 @@ async def test_write_behind_bounds_queued_commits_of_dead_letter_only_batches(ru
     # queued, and the slots allow two more prepared behind it
     assert held_at <= 1 + 3 + 1 + 2
     assert source.commits == []
-    store.release.set()
-    for _ in range(500):
-        if len(source.commits) == len(batches):
-            break
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await release_and_stop(store, source, len(batches), stop, task)
     assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2 + 2 * b for b in range(len(batches))]
 
 
