@@ -119,6 +119,7 @@ class Replay:
         self.oracle: list[float] = []
         self.agreement_by_how: dict[str, list[float]] = {}
         self.outcomes: dict[str, int] = {}
+        self.outcomes_by_how: dict[str, dict[str, int]] = {}
         self.moved_why: dict[str, int] = {}
         self.next_right: dict[str, int] = {}
         self.stability_hits = self.stability_total = 0
@@ -230,6 +231,11 @@ class Replay:
             a, b = self.arrival_label[h], labels_now[h]
             kind = "same" if a == b else ("noise->cluster" if a == NOISE else ("cluster->noise" if b == NOISE else "cluster->other"))
             self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+            by_how = self.outcomes_by_how.setdefault(self.arrival_how.get(h, "none"), {})
+            by_how[kind] = by_how.get(kind, 0) + 1
+            if kind == "cluster->other":
+                fate = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
+                by_how[fate] = by_how.get(fate, 0) + 1
             if kind == "cluster->other":
                 # why: did the arrival's cluster survive the run, and did its new one exist before?
                 why = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
@@ -272,6 +278,7 @@ class Replay:
             "arrival_agreement_existing_clusters": round(float(np.mean(self.agreement_predictable)), 4),
             "arrivals_with_existing_cluster": len(self.agreement_predictable),
             "arrival_outcomes": self.outcomes,
+            "arrival_outcomes_by_placement": self.outcomes_by_how,
             "cluster_to_other_by_fate": self.moved_why,
             "cluster_to_other_next_run_has_their_story": {
                 k: round(self.next_right[k] / v, 3) for k, v in self.moved_why.items()},
