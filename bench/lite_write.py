@@ -5,8 +5,8 @@ the ingest loop, so every upsert is packed to protobuf by pymilvus, unpacked and
 and every ``milvus.lite_flush_rows`` rows the memtable is written out as Parquet, all on the
 service's CPU (and mostly under its GIL). This writes ``--rows`` UCI headlines (real titles and
 vectors) through ``MilvusStore`` in upserts of ``--batch`` rows (64: one micro-batch, as the
-ingest loop wrote before write-behind coalesced its writes) and reports the process CPU time
-(all threads) per flush setting and upsert size.
+ingest loop writes them, write-behind or not) and reports the process CPU time (all threads)
+per flush setting and upsert size.
 
 Usage: .venv/bin/python bench/lite_write.py [--rows 6000] [--flush-rows 4096 1024 0] [--batch 64 512]
 """

@@ -234,12 +234,10 @@ class Replay:
             by_how = self.outcomes_by_how.setdefault(self.arrival_how.get(h, "none"), {})
             by_how[kind] = by_how.get(kind, 0) + 1
             if kind == "cluster->other":
+                # why: did the arrival's cluster survive the run, and did its new one exist before?
                 fate = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
                 by_how[fate] = by_how.get(fate, 0) + 1
-            if kind == "cluster->other":
-                # why: did the arrival's cluster survive the run, and did its new one exist before?
-                why = f"{'kept' if a in alive else 'gone'}->{'older' if b in before else 'new'}"
-                why += ",emerging" if a not in existed else ""
+                why = fate + (",emerging" if a not in existed else "")
                 self.moved_why[why] = self.moved_why.get(why, 0) + 1
                 self.next_right[why] = self.next_right.get(why, 0) + int(majority.get(b) == self.story[h])
 

@@ -222,7 +222,7 @@ class IngestPipeline:
         self.batches_done = 0
         #: The store, when it can stage batches (write-behind); None: write before publishing.
         self._staging: StagingStore | None = store if config.write_behind and isinstance(store, StagingStore) else None
-        #: Write-behind: each published batch's "write to Milvus, then commit" (and its headline
+        #: Write-behind: each published batch's "write to Milvus, then commit" (and its record
         #: count), chained in order.
         self._writes: deque[tuple[asyncio.Task[None], int]] = deque()
         if self._staging is not None and hasattr(source, "before_revoke"):
@@ -412,15 +412,14 @@ class IngestPipeline:
         must not pile up unbounded behind the blocked write.
         """
         self._raise_if_a_write_failed()
-        size = records
-        while self._writes and self._unstored() + size > self._config.max_unstored:
+        while self._writes and self._unstored() + records > self._config.max_unstored:
             await asyncio.shield(self._writes[0][0])  # back-pressure: the oldest write finishes first
             self._forget_finished_writes()
         previous = self._writes[-1][0] if self._writes else None
         task = asyncio.create_task(
             self._write_and_commit(previous, headlines, vectors, next_offsets, retrier), name="streamer-write"
         )
-        self._writes.append((task, size))
+        self._writes.append((task, records))
         self._forget_finished_writes()
 
     async def _write_and_commit(

@@ -346,7 +346,7 @@ def _start_at_niceness(process: multiprocessing.process.BaseProcess, niceness: i
 def _serve(conn: Connection, config: ReclusterConfig, dim: int) -> None:
     """The child's loop: one request at a time until ``None`` or the parent goes away.
 
-    Its priority it inherited from the thread that started it (:func:`_start_at_niceness`).
+    It inherits its priority from the thread that started it (:func:`_start_at_niceness`).
     """
     # Ctrl-C reaches the whole process group; the service decides when this process stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
