@@ -13,6 +13,12 @@ have published from the same neighbour search, then scores all of them against t
   ``oracle_nearest``, the nearest neighbour's next-run label): how far any rule that reads
   the arrival's neighbourhood could get.
 
+It also reports how far any rule that publishes an id *existing at arrival* could get:
+``reachable_k{k}`` is the share of arrivals whose next-run cluster is noise or the published
+cluster of one of their top-k neighbours (a perfect chooser among those labels scores this),
+and ``next_run_id_unborn`` the share whose next-run cluster had no id yet when they arrived
+(only a topic started at arrival and kept by the run could give them their id).
+
 Command (~40 s once the UCI vectors are cached; docs/benchmarks.md quotes it):
     .venv/bin/python bench/research/arrival_predictors.py [--pace backlog|stream] [--rows 30000]
 """
@@ -42,6 +48,8 @@ class ScoredReplay(sq.Replay):
         self.tally: dict[str, list[bool]] = {}
         self._found: tuple[list[list[str]], np.ndarray] = ([], np.zeros((0, 0)))
         self.neighbours: dict[str, list[tuple[str, float]]] = {}
+        self.reachable: dict[str, dict[str, set[int]]] = {}
+        self.ids_at_arrival: dict[str, int] = {}
 
     def search(self, start: int, end: int, heads: list[Headline]) -> tuple[list[list[str]], np.ndarray]:
         self._found = super().search(start, end, heads)
@@ -57,6 +65,8 @@ class ScoredReplay(sq.Replay):
             c = {"published": self.published[hid], "nearest": label(row[0][0]) if row else NOISE}
             c.update(votes_of(row, label, ""))
             self.candidates[hid] = c
+            self.reachable[hid] = {f"reachable_k{k}": {NOISE, *(label(h) for h, _ in row[:k])} for k in KS}
+            self.ids_at_arrival[hid] = self.registry.next_id
 
     def score_arrivals(self, live, new_live, previous, labels_now) -> None:  # type: ignore[no-untyped-def]
         super().score_arrivals(live, new_live, previous, labels_now)
@@ -67,6 +77,10 @@ class ScoredReplay(sq.Replay):
                 oracle = {"oracle_nearest": future(row[0][0]) if row else NOISE, **votes_of(row, future, "oracle_")}
                 for name, label in {**self.candidates[hid], **oracle}.items():
                     self.tally.setdefault(name, []).append(label == labels_now[hid])
+                for name, labels in self.reachable[hid].items():
+                    self.tally.setdefault(name, []).append(labels_now[hid] in labels)
+                unborn = labels_now[hid] != NOISE and labels_now[hid] > self.ids_at_arrival[hid]
+                self.tally.setdefault("next_run_id_unborn", []).append(unborn)
 
 
 def votes_of(row: list[tuple[str, float]], label, prefix: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
