@@ -98,7 +98,8 @@ def votes_of(row: list[tuple[str, float]], label, prefix: str) -> dict[str, int]
     return out
 
 
-def main() -> None:
+def run_replay(replay_class: type[ScoredReplay]) -> ScoredReplay:
+    """Parse --rows/--pace, replay the stream with the service's defaults through ``replay_class``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog")
@@ -107,8 +108,13 @@ def main() -> None:
     ns = argparse.Namespace(rows=args.rows, window_days=3.0, every=tracking.recluster_every_n,
                             every_noise=tracking.recluster_noise_n, emerging_similarity=None,
                             emerging_min_size=None, mirror_exact_below=0, pace=args.pace)
-    replay = ScoredReplay(ns)
+    replay = replay_class(ns)
     sq.drive(replay, args.pace, ns.every_noise, int(1000 * tracking.recluster_interval_s))
+    return replay
+
+
+def main() -> None:
+    replay = run_replay(ScoredReplay)
     print(f"arrival label (the bench's agreement): {np.mean(replay.agreements):.4f} of {len(replay.agreements)}")
     for name, hits in sorted(replay.tally.items(), key=lambda kv: -np.mean(kv[1])):
         print(f"{name:18s} {np.mean(hits):.4f}")

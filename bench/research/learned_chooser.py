@@ -34,10 +34,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stream_quality as sq  # noqa: E402
-from arrival_predictors import ScoredReplay  # noqa: E402
+from arrival_predictors import ScoredReplay, run_replay  # noqa: E402
 
-from streamer.config import TrackingSettings  # noqa: E402
 from streamer.schema import NOISE  # noqa: E402
 
 TOP = 30
@@ -98,16 +96,8 @@ def design(replay: FeatureReplay, arrivals: list[str]) -> tuple[np.ndarray, np.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=30_000)
-    parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog")
-    args = parser.parse_args()
-    tracking = TrackingSettings()
-    ns = argparse.Namespace(rows=args.rows, window_days=3.0, every=tracking.recluster_every_n,
-                            every_noise=tracking.recluster_noise_n, emerging_similarity=None,
-                            emerging_min_size=None, mirror_exact_below=0, pace=args.pace)
-    replay = FeatureReplay(ns)
-    sq.drive(replay, args.pace, ns.every_noise, int(1000 * tracking.recluster_interval_s))
+    replay = run_replay(FeatureReplay)
+    assert isinstance(replay, FeatureReplay)
     scored = [h for h in replay.order if h in replay.next_run]
     half = len(scored) // 2
     train, test = scored[:half], scored[half:]
