@@ -35,9 +35,11 @@ GRID: list[dict[str, object]] = [
 def replay_one(setting: dict[str, object], rows: int) -> dict[str, object]:
     """One replay with ``setting`` applied to ClusteringSettings (``graph.*``: GraphSettings)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import time
 
     import stream_quality as sq
+    from arrival_predictors import default_replay_args, interval_ms
 
     from streamer.config import ClusteringSettings, GraphSettings
 
@@ -45,12 +47,11 @@ def replay_one(setting: dict[str, object], rows: int) -> dict[str, object]:
     clustering = {k: v for k, v in setting.items() if not k.startswith("graph.")}
     sq.ClusteringSettings = functools.partial(ClusteringSettings, **clustering)  # type: ignore[misc]
     sq.GraphSettings = functools.partial(GraphSettings, **graph)  # type: ignore[misc]
-    args = argparse.Namespace(rows=rows, window_days=3.0, pace="backlog", every=1000, every_noise=200,
-                              emerging_similarity=None, emerging_min_size=None, mirror_exact_below=0)
+    args = default_replay_args(rows, "backlog")
     replay = sq.Replay(args)
     started = time.perf_counter()
-    sq.drive(replay, "backlog", args.every_noise, 60_000)
-    return replay.result(args, 60_000, time.perf_counter() - started)
+    sq.drive(replay, args.pace, args.every_noise, interval_ms())
+    return replay.result(args, interval_ms(), time.perf_counter() - started)
 
 
 def main() -> None:

@@ -98,18 +98,27 @@ def votes_of(row: list[tuple[str, float]], label, prefix: str) -> dict[str, int]
     return out
 
 
+def default_replay_args(rows: int, pace: str) -> argparse.Namespace:
+    """bench/stream_quality.py's arguments with the service's own triggers and rules."""
+    tracking = TrackingSettings()
+    return argparse.Namespace(rows=rows, window_days=3.0, every=tracking.recluster_every_n,
+                              every_noise=tracking.recluster_noise_n, emerging_similarity=None,
+                              emerging_min_size=None, mirror_exact_below=0, pace=pace)
+
+
+def interval_ms() -> int:
+    return int(1000 * TrackingSettings().recluster_interval_s)
+
+
 def run_replay(replay_class: type[ScoredReplay]) -> ScoredReplay:
     """Parse --rows/--pace, replay the stream with the service's defaults through ``replay_class``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog")
     args = parser.parse_args()
-    tracking = TrackingSettings()
-    ns = argparse.Namespace(rows=args.rows, window_days=3.0, every=tracking.recluster_every_n,
-                            every_noise=tracking.recluster_noise_n, emerging_similarity=None,
-                            emerging_min_size=None, mirror_exact_below=0, pace=args.pace)
+    ns = default_replay_args(args.rows, args.pace)
     replay = replay_class(ns)
-    sq.drive(replay, args.pace, ns.every_noise, int(1000 * tracking.recluster_interval_s))
+    sq.drive(replay, args.pace, ns.every_noise, interval_ms())
     return replay
 
 

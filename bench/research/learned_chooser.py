@@ -47,13 +47,11 @@ class FeatureReplay(ScoredReplay):
         super().__init__(args)
         self.features: dict[str, Candidates] = {}
         self.next_run: dict[str, int] = {}
-        self.order: list[str] = []
 
     def ingest(self, start: int, end: int) -> None:
         super().ingest(start, end)  # fills self.neighbours (arrival's own id removed, best first)
         for hid in self.ids[start:end]:
-            self.features[hid] = self.candidates_of(hid)
-            self.order.append(hid)
+            self.features[hid] = self.candidates_of(hid)  # insertion order: stream order
 
     def candidates_of(self, hid: str) -> Candidates:
         row = self.neighbours.get(hid, [])[:TOP]
@@ -84,32 +82,31 @@ class FeatureReplay(ScoredReplay):
                 self.next_run[hid] = labels_now[hid]
 
 
-def design(replay: FeatureReplay, arrivals: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows are candidates; ``group`` says which arrival each belongs to."""
-    rows, hits, group = [], [], []
-    for i, hid in enumerate(arrivals):
+def design(replay: FeatureReplay, arrivals: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Rows are candidates, an arrival's together; ``starts[i]`` is arrival i's first row."""
+    rows, hits, starts = [], [], []
+    for hid in arrivals:
+        starts.append(len(rows))
         for label, features in replay.features[hid]:
             rows.append(features)
             hits.append(label == replay.next_run[hid])
-            group.append(i)
-    return np.array(rows), np.array(hits), np.array(group)
+    return np.array(rows), np.array(hits), starts
 
 
 def main() -> None:
     replay = run_replay(FeatureReplay)
     assert isinstance(replay, FeatureReplay)
-    scored = [h for h in replay.order if h in replay.next_run]
+    scored = [h for h in replay.features if h in replay.next_run]
     half = len(scored) // 2
     train, test = scored[:half], scored[half:]
     x_train, y_train, _ = design(replay, train)
-    x_test, y_test, group = design(replay, test)
+    x_test, y_test, starts = design(replay, test)
     model = HistGradientBoostingClassifier(max_iter=200, random_state=0).fit(x_train, y_train)
     score = model.predict_proba(x_test)[:, 1]
     chosen, reachable = [], []
-    for i in range(len(test)):
-        rows = np.flatnonzero(group == i)
-        chosen.append(bool(y_test[rows[np.argmax(score[rows])]]))
-        reachable.append(bool(y_test[rows].any()))
+    for begin, end in zip(starts, [*starts[1:], len(y_test)], strict=True):
+        chosen.append(bool(y_test[begin + np.argmax(score[begin:end])]))
+        reachable.append(bool(y_test[begin:end].any()))
     streamer = [replay.arrival_label[h] == replay.next_run[h] for h in test]
     print(f"test arrivals (second half): {len(test)}")
     print(f"streamer's placement   {np.mean(streamer):.4f}")
