@@ -52,8 +52,8 @@ def embeddings(name: str, texts: list[str]) -> np.ndarray:
         cached = np.load(path)
         if len(cached) == len(texts):
             return cached
+    from streamer.adapters.embedding import FlagEmbedder
     from streamer.config import EmbeddingSettings
-    from streamer.embedding import FlagEmbedder
 
     embedder = FlagEmbedder(EmbeddingSettings(threads=2))
     vectors = embedder.encode(texts, progress=True)

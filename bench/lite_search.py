@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
+from streamer.adapters.milvus.store import MilvusStore
 from streamer.config import MilvusSettings
-from streamer.schema import Headline
-from streamer.store import MilvusStore
+from streamer.domain.headline import Headline
 
 
 def measure(rows: int, loops: int, flush_rows: int) -> dict[str, float]:

@@ -23,9 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import uci_window  # noqa: E402
 
+from streamer.adapters.milvus.store import MilvusStore
 from streamer.config import MilvusSettings  # noqa: E402
-from streamer.schema import Headline  # noqa: E402
-from streamer.store import MilvusStore  # noqa: E402
+from streamer.domain.headline import Headline
+
 
 def measure(headlines: list[Headline], vectors, flush_rows: int, batch: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     with tempfile.TemporaryDirectory() as workdir:

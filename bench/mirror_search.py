@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, MirrorOnly, uci_window  # noqa: E402
 
-from streamer.mirror import MirroredStore  # noqa: E402
-from streamer.schema import Headline  # noqa: E402
+from streamer.adapters.milvus.mirror import MirroredStore
+from streamer.domain.headline import Headline
 
 
 def fill(ids: list[str], vectors: np.ndarray, exact_below: int, nprobe: int, *, background: bool = True,

@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, uci_window  # noqa: E402
 
-from streamer.batch import cluster_vectors  # noqa: E402
+from streamer.batch.cluster import cluster_vectors
 from streamer.config import ClusteringSettings, GraphSettings  # noqa: E402
-from streamer.quality import score_clustering  # noqa: E402
+from streamer.core.quality import score_clustering
 
 CONFIGS = {
     "streamer defaults": (GraphSettings(), ClusteringSettings()),

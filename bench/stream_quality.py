@@ -48,14 +48,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, MirrorOnly, uci_rows, uci_window  # noqa: E402
 
-from streamer.arrivals import ArrivalAssigner, EmergingRule  # noqa: E402
-from streamer.batch import params_from_settings  # noqa: E402
-from streamer.config import ClusteringSettings, GraphSettings, KafkaSettings, TrackingSettings  # noqa: E402
-from streamer.pipeline import Arrivals, LiveSnapshot, SnapshotHolder  # noqa: E402
-from streamer.quality import score_clustering  # noqa: E402
-from streamer.recluster import ReclusterConfig, Reclusterer  # noqa: E402
-from streamer.schema import NOISE, Headline  # noqa: E402
-from streamer.tracking import ClusterRegistry  # noqa: E402
+from streamer.batch.cluster import params_from_settings
+from streamer.config import (  # noqa: E402
+    ClusteringSettings,
+    GraphSettings,
+    KafkaSettings,
+    TrackingSettings,
+)
+from streamer.core.arrivals import ArrivalAssigner, EmergingRule
+from streamer.core.quality import score_clustering
+from streamer.core.tracking import ClusterRegistry
+from streamer.domain.headline import NOISE, Headline
+from streamer.domain.ports import Arrivals
+from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.snapshots import LiveSnapshot, SnapshotHolder
 
 BATCH = 64
 
@@ -99,7 +105,7 @@ class Replay:
                                        metrics=None, config=self.config, dim=self.vectors.shape[1])  # type: ignore[arg-type]
         self.mirror = None
         if args.mirror_exact_below:
-            from streamer.mirror import MirroredStore
+            from streamer.adapters.milvus.mirror import MirroredStore
 
             self.mirror = MirroredStore(MirrorOnly(), self.vectors.shape[1], exact_below=args.mirror_exact_below)
         # between runs

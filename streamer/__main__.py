@@ -1,5 +1,5 @@
 import sys
 
-from streamer.cli import main
+from streamer.app.cli import main
 
 sys.exit(main())

@@ -58,7 +58,7 @@ def main() -> int:
     db = REPO / ".streamer" / "demo-stream.db"
     shutil.rmtree(db, ignore_errors=True)
 
-    from streamer.files import read_headlines
+    from streamer.adapters.files import read_headlines
 
     records, _ = read_headlines(args.file)
     total = len(records)
@@ -117,7 +117,7 @@ def main() -> int:
     if all(labels.values()) and final:
         import numpy as np
 
-        from streamer.quality import score_clustering
+        from streamer.core.quality import score_clustering
 
         ids = [i for i in final if i in labels]
         scores = score_clustering(np.array([labels[i] for i in ids]), np.array([final[i] for i in ids]))

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_quality as sq  # noqa: E402
 
 from streamer.config import TrackingSettings  # noqa: E402
-from streamer.schema import NOISE, Headline  # noqa: E402
+from streamer.domain.headline import NOISE, Headline
 
 KS = (5, 10, 30)
 SIMILARITIES = (0.4, 0.5, 0.6)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arrival_predictors import ScoredReplay, run_replay  # noqa: E402
 
-from streamer.schema import NOISE  # noqa: E402
+from streamer.domain.headline import NOISE
 
 TOP = 30
 Candidates = list[tuple[int, list[float]]]

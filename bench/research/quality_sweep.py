@@ -38,8 +38,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qs_common import (bcubed, build_graph, embed, evaluate, knn, load_window,  # noqa: E402
-                       normalise_title, sim_to_dist)
+from qs_common import (  # noqa: E402
+    bcubed,
+    build_graph,
+    embed,
+    evaluate,
+    knn,
+    load_window,
+    normalise_title,
+    sim_to_dist,
+)
 
 KMAX = 50
 KS = (10, 15, 20, 30, 50)

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.plugins.streamer_fixtures import isolated_settings
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.plugins.streamer_fixtures import REPO, free_port, settings_env
+from tests.plugins.streamer_fixtures import (
+    REPO,
+    free_port,
+    isolated_settings,
+    settings_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.batch import cluster_vectors
+from streamer.adapters.files import read_headlines
+from streamer.adapters.milvus.store import MilvusStore
+from streamer.batch.cluster import cluster_vectors
 from streamer.config import ClusteringSettings, GraphSettings, MilvusSettings
-from streamer.files import read_headlines
-from streamer.store import MilvusStore
 from tests.conftest import DATA, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.adapters.embedding import FlagEmbedder, resolve_model
 from streamer.config import EmbeddingSettings
-from streamer.embedding import FlagEmbedder, resolve_model
-from streamer.errors import EmbeddingError
+from streamer.domain.errors import EmbeddingError
 
 pytestmark = pytest.mark.integration
 

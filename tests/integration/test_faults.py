@@ -30,14 +30,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamer.adapters.milvus.store import MilvusStore
 from streamer.config import MilvusSettings
-from streamer.schema import AssignmentEvent, RawRecord
-from streamer.store import MilvusStore
-from streamer.validation import Rejection, parse_record
+from streamer.domain.events import AssignmentEvent
+from streamer.domain.headline import RawRecord
+from streamer.domain.validation import Rejection, parse_record
 from tests.conftest import DATA
 from tests.plugins.kafka_broker import KafkaBroker, create_topic
 from tests.plugins.milvus_server import MilvusServer
-from tests.plugins.streamer_fixtures import read_all, isolated_settings
+from tests.plugins.streamer_fixtures import isolated_settings, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streamer.schema import AssignmentEvent, Headline, RawRecord
-from streamer.validation import Rejection, parse_record
+from streamer.domain.events import AssignmentEvent
+from streamer.domain.headline import Headline, RawRecord
+from streamer.domain.validation import Rejection, parse_record
 from tests.integration.test_faults import (
     PARTITIONS,
     all_committed,

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streamer.adapters.files import read_headlines
+from streamer.adapters.milvus.store import MilvusStore
 from streamer.config import MilvusSettings
-from streamer.files import read_headlines
-from streamer.schema import AssignmentEvent, ClusterEvent
-from streamer.store import MilvusStore
+from streamer.domain.events import AssignmentEvent, ClusterEvent
 from tests.conftest import DATA
 from tests.plugins.streamer_fixtures import isolated_settings
 

@@ -11,9 +11,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 
-from streamer import kafka_io
+from streamer.adapters.kafka import state as kafka_state
+from streamer.adapters.kafka.sink import AiokafkaSink
+from streamer.adapters.kafka.state import (
+    STATE_MAX_BYTES,
+    STATE_PART_BYTES,
+    follow_state,
+    read_state,
+)
 from streamer.config import KafkaSettings
-from streamer.kafka_io import STATE_MAX_BYTES, STATE_PART_BYTES, AiokafkaSink, follow_state, read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -107,14 +113,14 @@ def test_replaced_and_half_written_states(kafka_bootstrap_servers: str, kafka_to
         await producer.start()
         try:
             for i in range(2):
-                await producer.send_and_wait(topic, key=kafka_io._part_key(b"snapshot", "deadbeef", i), value=os.urandom(100))
+                await producer.send_and_wait(topic, key=kafka_state._part_key(b"snapshot", "deadbeef", i), value=os.urandom(100))
         finally:
             await producer.stop()
         assert (await read_state(settings, topic))[b"snapshot"] == v2
 
         # A restarted leader (a new sink: it never wrote v2) commits v3. With no grace period the
         # dead writer's parts go as well as v2's.
-        monkeypatch.setattr(kafka_io, "_STATE_ORPHAN_GRACE_MS", 0)
+        monkeypatch.setattr(kafka_state, "_ORPHAN_GRACE_MS", 0)
         sink2 = AiokafkaSink(settings)
         await sink2.start()
         try:
@@ -142,10 +148,15 @@ def test_a_topic_minted_after_the_last_run_comes_back_from_the_state_topic(kafka
     its members, ready for the redelivered arrivals (tests/unit/test_arrivals.py)."""
     import json
 
-    from streamer.pipeline import STATE_ID_COUNTER_KEY, SnapshotHolder
-    from streamer.recluster import STATE_REGISTRY_KEY, ReclusterConfig, Reclusterer, encode_state
-    from streamer.schema import Headline
-    from streamer.tracking import ClusterRegistry
+    from streamer.core.tracking import ClusterRegistry
+    from streamer.domain.headline import Headline
+    from streamer.service.recluster import ReclusterConfig, Reclusterer
+    from streamer.service.snapshots import (
+        STATE_ID_COUNTER_KEY,
+        STATE_REGISTRY_KEY,
+        SnapshotHolder,
+        encode_state,
+    )
 
     topic = _state_topic(kafka_topic)
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap_servers)

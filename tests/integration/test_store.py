@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from streamer.adapters.milvus.store import MilvusStore
 from streamer.config import MilvusSettings
-from streamer.errors import SchemaMismatchError, StoreError
-from streamer.schema import Headline
-from streamer.store import MilvusStore
+from streamer.domain.errors import SchemaMismatchError, StoreError
+from streamer.domain.headline import Headline
 from tests.unit.helpers import unit_rows
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_token_is_passed_to_servers_that_require_it(milvus_server_with_auth: Any
 def test_lite_search_mirror_answers_like_milvus(tmp_path: Path) -> None:
     """The in-process mirror returns Milvus Lite's own neighbours (ids and cosine similarities), after a
     load of existing rows, upserts that replace vectors, and deletes."""
-    from streamer.mirror import MirroredStore
+    from streamer.adapters.milvus.mirror import MirroredStore
 
     settings = MilvusSettings(uri=str(tmp_path / "lite.db"), collection="mirror")
     heads, vectors = _rows(400, seed=3)

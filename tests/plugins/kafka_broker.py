@@ -45,7 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _load_broker_module():
     try:
-        from tools.kafka import broker  # repo root on sys.path (python -m pytest / rootdir conftest)
+        from tools.kafka import (
+            broker,  # repo root on sys.path (python -m pytest / rootdir conftest)
+        )
         return broker
     except ImportError:
         path = REPO_ROOT / "tools" / "kafka" / "broker.py"

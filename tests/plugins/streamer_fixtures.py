@@ -70,8 +70,8 @@ def service_factory(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
+    from streamer.adapters.embedding import FlagEmbedder
     from streamer.config import EmbeddingSettings
-    from streamer.embedding import FlagEmbedder
 
     return FlagEmbedder(EmbeddingSettings(threads=2))
 

@@ -7,13 +7,14 @@ import threading
 import numpy as np
 import pytest
 
-from streamer.arrivals import ArrivalAssigner, EmergingRule
-from streamer.clustering import HdbscanParams, run_hdbscan
-from streamer.graph import build_distance_graph, knn_exact
-from streamer.report import ClusterSummary
-from streamer.schema import NOISE, ClusterEventType, Headline
-from streamer.snapshot import build_snapshot
-from streamer.tracking import ClusterRegistry
+from streamer.core.arrivals import ArrivalAssigner, EmergingRule
+from streamer.core.clustering import HdbscanParams, run_hdbscan
+from streamer.core.graph import build_distance_graph, knn_exact
+from streamer.core.snapshot import build_snapshot
+from streamer.core.summaries import ClusterSummary
+from streamer.core.tracking import ClusterRegistry
+from streamer.domain.events import ClusterEventType
+from streamer.domain.headline import NOISE, Headline
 from tests.unit.helpers import blobs, unit_rows
 
 RULE = EmergingRule(attach_similarity=0.5, emerging_similarity=0.6, emerging_min_size=3)

@@ -9,9 +9,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.clustering import HdbscanParams, mutual_reachability, run_hdbscan
-from streamer.graph import build_distance_graph, knn_exact
-from streamer.schema import NOISE
+from streamer.core.clustering import HdbscanParams, mutual_reachability, run_hdbscan
+from streamer.core.graph import build_distance_graph, knn_exact
+from streamer.domain.headline import NOISE
 from tests.unit.helpers import blobs, unit_rows
 
 
@@ -138,14 +138,14 @@ def test_attach_joins_noise_to_a_close_clustered_neighbour() -> None:
     """A noise point whose nearest clustered neighbour is within 1 - min_similarity takes its cluster."""
     graph = sp.csr_matrix(np.array([[0, 0.1, 0.9], [0.1, 0, 0.3], [0.9, 0.3, 0]]))
     labels = np.array([0, NOISE, NOISE])
-    from streamer.clustering import attach_noise
+    from streamer.core.clustering import attach_noise
 
     assert attach_noise(graph, labels, 0.8).tolist() == [0, 0, NOISE]  # point 2's only clustered neighbour is 0 at 0.9
 
 
 def test_attach_does_not_chain() -> None:
     """Attached points do not attach others: one pass over HDBSCAN's own labels."""
-    from streamer.clustering import attach_noise
+    from streamer.core.clustering import attach_noise
 
     graph = sp.csr_matrix(np.array([[0, 0.1, 0], [0.1, 0, 0.1], [0, 0.1, 0]]))
     assert attach_noise(graph, np.array([0, NOISE, NOISE]), 0.5).tolist() == [0, 0, NOISE]
@@ -212,7 +212,7 @@ def test_cluster_summaries_equal_the_per_cluster_scan(seed: int, n: int, n_clust
     original definition: members = np.flatnonzero(labels == c), scanned once per cluster."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from streamer.labels import _keyword_text, ctfidf_keywords, exemplars
+    from streamer.core.labels import _keyword_text, ctfidf_keywords, exemplars
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(-1, max(n_clusters, 1), n) if n_clusters else np.full(n, NOISE)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from streamer.adapters.files import ColumnMap, read_headlines
 from streamer.config import load_settings
-from streamer.errors import ConfigError, InputError
-from streamer.files import ColumnMap, read_headlines
+from streamer.domain.errors import ConfigError, InputError
 
 
 def test_defaults_load() -> None:

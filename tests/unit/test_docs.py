@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamer.settings_doc import settings_table
+from streamer.app.settings_doc import settings_table
 from tests.conftest import REPO
 
 

@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from streamer.metrics import Metrics
+from streamer.observability.metrics import Metrics
 
 
 def _count(metrics: Metrics, generation: str) -> float:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse import csgraph
 
-from streamer.graph import (
+from streamer.core.graph import (
     BRIDGE_DISTANCE,
     MIN_DISTANCE,
     NeighbourTable,

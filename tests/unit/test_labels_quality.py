@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.labels import ctfidf_keywords, exemplars
-from streamer.quality import bcubed, noise_as_singletons, score_clustering
+from streamer.core.labels import ctfidf_keywords, exemplars
+from streamer.core.quality import bcubed, noise_as_singletons, score_clustering
 from tests.unit.helpers import unit_rows
 
 

@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from streamer.mirror import MirroredStore
-from streamer.schema import Headline
+from streamer.adapters.milvus.mirror import MirroredStore
+from streamer.domain.headline import Headline
 from tests.unit.helpers import unit_rows
 
 

@@ -17,10 +17,12 @@ from collections.abc import Awaitable, Callable, Iterator
 import numpy as np
 import pytest
 
-from streamer.concurrency import BlockingRunner
-from streamer.metrics import Health, Metrics
-from streamer.pipeline import IngestConfig, IngestPipeline, SnapshotHolder
-from streamer.schema import AssignmentEvent, ClusterEvent, Headline, RawRecord
+from streamer.domain.events import AssignmentEvent, ClusterEvent
+from streamer.domain.headline import Headline, RawRecord
+from streamer.observability.metrics import Health, Metrics
+from streamer.service.concurrency import BlockingRunner
+from streamer.service.ingest import IngestConfig, IngestPipeline
+from streamer.service.snapshots import SnapshotHolder
 
 DIM = 8
 
@@ -45,6 +47,9 @@ class ScriptedSource:
         self.written: set[str] = set()  # shared with a staging store: what Milvus holds so far
         self.written_at_commit: list[set[str]] = []
         self.before_revoke: Callable[[], Awaitable[None]] | None = None  # set by a write-behind pipeline
+
+    def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self.before_revoke = hook
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
         if not self.batches:
@@ -193,7 +198,6 @@ def make_pipeline(
         config=IngestConfig(
             max_batch_wait_ms=5, k=2, batches_in_flight=in_flight, lag_interval_s=60, max_unstored=max_unstored
         ),
-        batch_lock=source.batch_lock,
     )
 
 

@@ -11,12 +11,14 @@ import asyncio
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamer.concurrency import BlockingRunner
-from streamer.metrics import Health, Metrics
-from streamer.pipeline import Arrivals, Retrier, SnapshotHolder
-from streamer.recluster import ReclusterConfig, Reclusterer
-from streamer.schema import Headline
-from streamer.tracking import ClusterRegistry
+from streamer.core.tracking import ClusterRegistry
+from streamer.domain.headline import Headline
+from streamer.domain.ports import Arrivals
+from streamer.observability.metrics import Health, Metrics
+from streamer.service.concurrency import BlockingRunner
+from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.retry import Retrier
+from streamer.service.snapshots import SnapshotHolder
 from tests.unit.helpers import blobs
 
 

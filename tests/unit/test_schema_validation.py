@@ -8,19 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.schema import (
+from streamer.domain.events import (
     AssignmentEvent,
     AssignmentReason,
     AssignmentStatus,
     ClusterEvent,
     ClusterEventType,
+)
+from streamer.domain.headline import (
     Headline,
     HeadlineIn,
     RawRecord,
     content_id,
     to_epoch_ms,
 )
-from streamer.validation import RejectReason, Rejection, parse_record
+from streamer.domain.validation import Rejection, RejectReason, parse_record
 
 
 def _parse(value: bytes | None, max_bytes: int = 65_536) -> Headline | Rejection:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.clustering import HdbscanParams, run_hdbscan
-from streamer.graph import build_distance_graph, knn_exact
-from streamer.schema import NOISE
-from streamer.snapshot import assign_arrivals, build_snapshot
+from streamer.core.clustering import HdbscanParams, run_hdbscan
+from streamer.core.graph import build_distance_graph, knn_exact
+from streamer.core.snapshot import assign_arrivals, build_snapshot
+from streamer.domain.headline import NOISE
 from tests.unit.helpers import blobs, unit_rows
 
 
@@ -89,7 +89,7 @@ def test_ties_in_mutual_reachability_go_to_the_nearest_neighbour() -> None:
     """An arrival in a sparse spot has the same mutual reachability (its own core distance) to
     several clustered headlines; like hdbscan's approximate_predict, the nearest one lends its
     cluster, whatever the headlines' order in the snapshot."""
-    from streamer.snapshot import Snapshot
+    from streamer.core.snapshot import Snapshot
 
     snapshot = Snapshot(
         run_id=1,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.report import ClusterSummary
-from streamer.schema import ClusterEventType as T
-from streamer.tracking import ClusterRegistry
+from streamer.core.summaries import ClusterSummary
+from streamer.core.tracking import ClusterRegistry
+from streamer.domain.events import ClusterEventType as T
 
 IDS = [f"h{i}" for i in range(60)]
 
@@ -122,7 +122,7 @@ def test_matching_per_component_reaches_the_dense_optimum(seed: int, n_old: int,
 
     from scipy.optimize import linear_sum_assignment
 
-    from streamer.tracking import _match_by_jaccard
+    from streamer.core.tracking import _match_by_jaccard
 
     rng = np.random.default_rng(seed)
     old_sizes = rng.integers(5, 50, n_old).tolist()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.graph import knn_exact
-from streamer.window import WindowGraph
+from streamer.core.graph import knn_exact
+from streamer.core.window_graph import WindowGraph
 from tests.unit.helpers import blobs
 
 

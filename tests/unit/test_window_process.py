@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamer.concurrency import BlockingRunner
-from streamer.metrics import Health, Metrics
-from streamer.pipeline import Retrier, SnapshotHolder
-from streamer.recluster import ReclusterConfig, Reclusterer
-from streamer.tracking import ClusterRegistry
-from streamer.window_compute import ArrivalRows, ProcessWindowCompute, WindowCompute, WindowLost
+from streamer.adapters.window_process import ProcessWindowCompute
+from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ArrivalRows, WindowCompute, WindowLost
+from streamer.observability.metrics import Health, Metrics
+from streamer.service.concurrency import BlockingRunner
+from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.retry import Retrier
+from streamer.service.snapshots import SnapshotHolder
 from tests.unit.helpers import blobs
 from tests.unit.test_recluster_schedule import RecordingSink, arrivals
 

@@ -530,9 +530,9 @@ class MilvusServer:
             time.sleep(0.02)
 
     def _wait_ready(self, deadline: float) -> None:
-        from pymilvus import MilvusClient  # noqa: PLC0415 - heavy import, only when needed
-
         import logging
+
+        from pymilvus import MilvusClient  # noqa: PLC0415 - heavy import, only when needed
 
         # Each refused probe makes pymilvus log a traceback; keep the startup output readable.
         pym_logger = logging.getLogger("pymilvus")

@@ -1,0 +1,96 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamer.core.snapshot import Snapshot
+from streamer.domain.headline import NOISE
+
+#: State-topic key of the registry's id counter and the emerging topics minted since the last run
+#: (``ClusterRegistry.emerging_state``), written whenever the ingest loop mints an id.
+STATE_ID_COUNTER_KEY = b"next-id"
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """A snapshot plus the stable id of each of its local clusters."""
+
+    snapshot: Snapshot
+    stable_ids: np.ndarray
+
+    def stable(self, local: int) -> int:
+        return NOISE if local == NOISE else int(self.stable_ids[local])
+
+
+class SnapshotHolder:
+    """The snapshot arrivals are assigned against; replaced whole (an atomic reference swap)."""
+
+    def __init__(self) -> None:
+        self.current: LiveSnapshot | None = None
+        #: Cluster id last published per headline (arrival or re-cluster), to publish only changes.
+        self.last_assigned: dict[str, int] = {}
+
+    def swap(self, live: LiveSnapshot) -> None:
+        self.current = live
+
+
+#: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".
+UNASSIGNED = -2
+
+
+STATE_REGISTRY_KEY = b"registry"
+
+
+STATE_SNAPSHOT_KEY = b"snapshot"
+
+
+def encode_state(obj: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), level=6)
+
+
+def decode_state(raw: bytes) -> dict[str, Any]:
+    return json.loads(zlib.decompress(raw))
+
+
+def snapshot_to_state(live: LiveSnapshot) -> dict[str, Any]:
+    """What a follower needs to assign arrivals: ids, stable labels, core distances, cluster reach."""
+    s = live.snapshot
+    return {
+        "version": 1,
+        "run_id": s.run_id,
+        "min_samples": s.min_samples,
+        "attach_similarity": s.attach_similarity,
+        "ids": list(s.ids),
+        "labels": s.labels.tolist(),
+        "probabilities": np.round(s.probabilities, 4).tolist(),
+        "core": np.round(np.where(np.isfinite(s.core), s.core, 9.0), 6).tolist(),
+        "reach": s.reach.tolist(),
+        "tight": s.tight.tolist(),
+        "stable_ids": live.stable_ids.tolist(),
+    }
+
+
+def snapshot_from_state(state: dict[str, Any]) -> LiveSnapshot:
+    ids = state["ids"]
+    snapshot = Snapshot(
+        run_id=int(state["run_id"]),
+        ids=tuple(ids),
+        labels=np.asarray(state["labels"], np.int64),
+        probabilities=np.asarray(state["probabilities"], np.float64),
+        core=np.asarray(state["core"], np.float64),
+        reach=np.asarray(state["reach"], np.float64),
+        tight=np.asarray(state["tight"], np.float64),
+        persistence=np.zeros(len(state["reach"])),
+        min_samples=int(state["min_samples"]),
+        position={hid: i for i, hid in enumerate(ids)},
+        attach_similarity=float(state.get("attach_similarity", 0.0)),
+    )
+    return LiveSnapshot(snapshot, np.asarray(state["stable_ids"], np.int64))
+
+
