@@ -58,9 +58,10 @@ from streamer.config import (  # noqa: E402
 from streamer.core.arrivals import ArrivalAssigner, EmergingRule
 from streamer.core.quality import score_clustering
 from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ReclusterConfig
 from streamer.domain.headline import NOISE, Headline
 from streamer.domain.ports import Arrivals
-from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.recluster import Reclusterer
 from streamer.service.snapshots import LiveSnapshot, SnapshotHolder
 
 BATCH = 64

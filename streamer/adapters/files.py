@@ -22,9 +22,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from streamer.domain.errors import InputError
-from streamer.domain.headline import Headline, HeadlineIn, now_ms
+from streamer.domain.headline import FileRecord, HeadlineIn, now_ms
 
-__all__ = ["ColumnMap", "FileRecord", "read_headlines", "detect_format"]
+__all__ = ["ColumnMap", "read_headlines", "detect_format"]
 
 _MAX_REPORTED_ERRORS = 10
 csv.field_size_limit(16 * 1024 * 1024)  # a 1 MB title must reach validation to get a clear error
@@ -48,13 +48,6 @@ class ColumnMap:
         return cls(**{key: (value,) for key, value in names.items() if value})
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """A headline read from a file, with its ground-truth label when the file has one."""
-
-    headline: Headline
-    label: str | None = None
-    row: int = 0
 
 
 @dataclass

@@ -25,12 +25,13 @@ from streamer.batch.cluster import params_from_settings
 from streamer.config import Settings
 from streamer.core.arrivals import EmergingRule
 from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ReclusterConfig
 from streamer.domain.errors import StreamerError
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
 from streamer.service.ingest import IngestConfig, IngestPipeline
-from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import (
     STATE_SNAPSHOT_KEY,

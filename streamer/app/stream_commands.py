@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamer.app.options import add_column_flags, add_setting_flags, column_map
 from streamer.config import Settings
 
 __all__ = ["add_commands", "HANDLERS"]
 
 
-def add_commands(sub: Any, add_setting_flags: Callable[..., None], add_column_flags: Callable[..., None]) -> None:
+def add_commands(sub: Any) -> None:
     run = sub.add_parser("run", help="run the streaming service (Kafka in, events out)")
     run.add_argument(
         "--role",
@@ -67,10 +68,9 @@ def _headline_messages(records: list[Any]) -> Any:
 def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.adapters.files import read_headlines
     from streamer.adapters.kafka.tools import produce_messages
-    from streamer.app.cli import _column_map
 
     records, problems = read_headlines(
-        args.file, columns=_column_map(args), skip=args.skip, limit=args.limit, skip_invalid=args.skip_invalid
+        args.file, columns=column_map(args), skip=args.skip, limit=args.limit, skip_invalid=args.skip_invalid
     )
     topic = args.topic or settings.kafka.input_topic
     sent = asyncio.run(produce_messages(settings.kafka, topic, _headline_messages(records), rate_per_s=args.rate))

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adapters.files import FileRecord
 from streamer.batch.neighbours import compute_neighbours
 from streamer.batch.report import (
     format_summary,
@@ -35,6 +34,7 @@ from streamer.core.clustering import Clustering, HdbscanParams, run_hdbscan
 from streamer.core.graph import NeighbourTable, build_distance_graph
 from streamer.core.quality import QualityScores, score_clustering
 from streamer.core.summaries import ClusterSummary, summarise_clusters
+from streamer.domain.headline import FileRecord
 from streamer.domain.ports import Embedder, VectorStore
 from streamer.observability.logs import get_logger
 

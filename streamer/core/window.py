@@ -33,7 +33,6 @@ from streamer.core.snapshot import Snapshot, build_snapshot
 from streamer.core.summaries import ClusterSummary, summarise_clusters
 from streamer.core.window_graph import WindowGraph
 from streamer.domain.ports import Arrivals
-from streamer.observability.logs import get_logger
 
 __all__ = [
     "ArrivalRows",
@@ -44,7 +43,6 @@ __all__ = [
     "WindowLost",
 ]
 
-log = get_logger(__name__)
 
 
 #: Rows read back from Milvus: ids, vectors, and each row's fields (title, event_time).

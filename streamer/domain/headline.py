@@ -221,5 +221,12 @@ class RawRecord:
     timestamp_ms: int = 0
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """A headline read from a file, with its ground-truth label when the file has one."""
+
+    headline: Headline
+    label: str | None = None
+    row: int = 0
 
 

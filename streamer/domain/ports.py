@@ -1,9 +1,14 @@
-"""TODO docstring."""
+"""The ports: what the services need from the outside world, as Protocols.
+
+The adapters (``streamer.adapters``) implement them; the services (``streamer.service``) and
+batch mode depend only on them. :class:`Arrivals` is what the ingest loop hands the
+re-clusterer's window after each batch.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,7 +81,7 @@ class HeadlineSource(Protocol):
     #: generation may be delivered again and must not be committed.
     generation: int
     #: Held while a batch is finished; a rebalance waits for it before giving partitions up.
-    batch_lock: asyncio.Lock
+    batch_lock: AbstractAsyncContextManager[Any]
 
     def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook`` (under ``batch_lock``) before partitions are given up."""

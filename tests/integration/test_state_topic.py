@@ -149,8 +149,9 @@ def test_a_topic_minted_after_the_last_run_comes_back_from_the_state_topic(kafka
     import json
 
     from streamer.core.tracking import ClusterRegistry
+    from streamer.core.window import ReclusterConfig
     from streamer.domain.headline import Headline
-    from streamer.service.recluster import ReclusterConfig, Reclusterer
+    from streamer.service.recluster import Reclusterer
     from streamer.service.snapshots import (
         STATE_ID_COUNTER_KEY,
         STATE_REGISTRY_KEY,

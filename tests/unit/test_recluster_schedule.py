@@ -12,11 +12,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ReclusterConfig
 from streamer.domain.headline import Headline
 from streamer.domain.ports import Arrivals
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
-from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import SnapshotHolder
 from tests.unit.helpers import blobs

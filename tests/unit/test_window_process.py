@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from streamer.adapters.window_process import ProcessWindowCompute
 from streamer.core.tracking import ClusterRegistry
-from streamer.core.window import ArrivalRows, WindowCompute, WindowLost
+from streamer.core.window import ArrivalRows, ReclusterConfig, WindowCompute, WindowLost
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
-from streamer.service.recluster import ReclusterConfig, Reclusterer
+from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import SnapshotHolder
 from tests.unit.helpers import blobs
