@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.core.clustering import HdbscanParams
 from streamer.domain.errors import ConfigError
 
 __all__ = [
@@ -53,6 +54,10 @@ def _upper(value: Any) -> Any:
 
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
+
+
+#: HDBSCAN defaults live with the parameters themselves (one place).
+_HDBSCAN = HdbscanParams()
 
 
 class _Section(BaseModel):
@@ -205,16 +210,16 @@ class GraphSettings(_Section):
 class ClusteringSettings(_Section):
     """HDBSCAN on the kNN graph. Defaults chosen on the UCI stream: see docs/benchmarks.md."""
 
-    min_cluster_size: int = Field(10, ge=2, description="Smallest topic HDBSCAN reports.")
-    min_samples: int = Field(3, ge=1, description="Neighbours that make a point dense (core distance).")
-    selection_method: Literal["eom", "leaf"] = Field("eom")
+    min_cluster_size: int = Field(_HDBSCAN.min_cluster_size, ge=2, description="Smallest topic HDBSCAN reports.")
+    min_samples: int = Field(_HDBSCAN.min_samples, ge=1, description="Neighbours that make a point dense (core distance).")
+    selection_method: Literal["eom", "leaf"] = Field(_HDBSCAN.selection_method)  # type: ignore[assignment]
     selection_epsilon: float = Field(
-        0.25, ge=0.0, le=2.0, description="Clusters closer than this cosine distance are not split further."
+        _HDBSCAN.selection_epsilon, ge=0.0, le=2.0, description="Clusters closer than this cosine distance are not split further."
     )
     attach_similarity: float = Field(
-        0.5, ge=0.0, le=1.0, description="Noise joins its nearest clustered neighbour at this cosine or more (0 = off)."
+        _HDBSCAN.attach_similarity, ge=0.0, le=1.0, description="Noise joins its nearest clustered neighbour at this cosine or more (0 = off)."
     )
-    max_cluster_size: int = Field(0, ge=0, description="0 = unlimited.")
+    max_cluster_size: int = Field(_HDBSCAN.max_cluster_size, ge=0, description="0 = unlimited.")
     min_points: int = Field(50, ge=2, description="The first clustering waits for this many headlines.")
     keywords: int = Field(8, ge=1, le=50, description="c-TF-IDF keywords kept per cluster.")
 

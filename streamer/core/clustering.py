@@ -30,14 +30,15 @@ __all__ = ["HdbscanParams", "Clustering", "run_hdbscan", "mutual_reachability", 
 
 @dataclass(frozen=True)
 class HdbscanParams:
-    """HDBSCAN parameters (see ``ClusteringSettings`` for their meaning and defaults)."""
+    """HDBSCAN parameters. These defaults are the service's (``ClusteringSettings`` takes them
+    from here; their meaning is in its field descriptions); they were chosen on the UCI stream."""
 
-    min_cluster_size: int = 5
-    min_samples: int = 2
-    selection_method: str = "leaf"
-    selection_epsilon: float = 0.0
+    min_cluster_size: int = 10
+    min_samples: int = 3
+    selection_method: str = "eom"
+    selection_epsilon: float = 0.25
     max_cluster_size: int = 0
-    attach_similarity: float = 0.0  # 0 = keep HDBSCAN's noise as it is
+    attach_similarity: float = 0.5  # 0 = keep HDBSCAN's noise as it is
 
     def __post_init__(self) -> None:
         if self.min_cluster_size < 2:

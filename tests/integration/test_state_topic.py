@@ -20,6 +20,7 @@ from streamer.adapters.kafka.state import (
     read_state,
 )
 from streamer.config import KafkaSettings
+from tests.unit.helpers import SMALL_DATA_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -179,7 +180,7 @@ def test_a_topic_minted_after_the_last_run_comes_back_from_the_state_topic(kafka
     holder = SnapshotHolder()
     after = ClusterRegistry()
     reclusterer = Reclusterer(store=None, sink=None, runner=None, holder=holder, registry=after,  # type: ignore[arg-type]
-                              metrics=None, config=ReclusterConfig(), dim=8)  # type: ignore[arg-type]
+                              metrics=None, config=ReclusterConfig(params=SMALL_DATA_PARAMS), dim=8)  # type: ignore[arg-type]
     reclusterer.restore(state)
     assert reclusterer.restored_emerging == [topic_id]
     assert after.next_id == before.next_id and after.clusters[topic_id].members == {"a1", "a2", "a3"}

@@ -28,7 +28,7 @@ class _World:
         self.ids = [f"p{i}" for i in range(len(x))]
         self.vectors = x
         graph = build_distance_graph(knn_exact(x, 10))
-        clustering = run_hdbscan(graph, HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="eom"))
+        clustering = run_hdbscan(graph, HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="eom", selection_epsilon=0.0, attach_similarity=0.0))
         self.snapshot = build_snapshot(1, self.ids, graph, clustering, 2, attach_similarity=0.5)
         self.registry = ClusterRegistry()
         summaries = [

@@ -21,27 +21,27 @@ def _graph(x: np.ndarray, k: int) -> sp.csr_matrix:
 
 def test_empty_graph_gives_empty_result() -> None:
     """0 points -> 0 labels, 0 clusters."""
-    result = run_hdbscan(sp.csr_matrix((0, 0)), HdbscanParams())
+    result = run_hdbscan(sp.csr_matrix((0, 0)), HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
     assert result.labels.shape == (0,) and result.n_clusters == 0
 
 
 def test_one_headline_is_noise() -> None:
     """A single point cannot form a cluster."""
-    result = run_hdbscan(sp.csr_matrix((1, 1)), HdbscanParams())
+    result = run_hdbscan(sp.csr_matrix((1, 1)), HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
     assert result.labels.tolist() == [NOISE]
 
 
 def test_fewer_points_than_min_cluster_size_is_all_noise() -> None:
     """n < min_cluster_size -> every point noise, no library call."""
     x, _ = blobs(1, 4)
-    result = run_hdbscan(_graph(x, 3), HdbscanParams(min_cluster_size=5))
+    result = run_hdbscan(_graph(x, 3), HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
     assert (result.labels == NOISE).all()
 
 
 def test_blobs_are_recovered() -> None:
     """Four separated blobs -> four clusters matching the truth."""
     x, truth = blobs(4, 40)
-    result = run_hdbscan(_graph(x, 10), HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="eom"))
+    result = run_hdbscan(_graph(x, 10), HdbscanParams(min_cluster_size=5, min_samples=2, selection_method="eom", selection_epsilon=0.0, attach_similarity=0.0))
     assert result.n_clusters == 4
     for c in range(4):
         assert len(set(result.labels[truth == c].tolist()) - {NOISE}) == 1
@@ -52,7 +52,7 @@ def test_duplicates_cluster_together() -> None:
     """Exact duplicate headlines (distance 0 -> MIN_DISTANCE) end in the same cluster."""
     x, _ = blobs(3, 20)
     x = np.vstack([x, x[:5]])
-    result = run_hdbscan(_graph(x, 8), HdbscanParams(min_cluster_size=4))
+    result = run_hdbscan(_graph(x, 8), HdbscanParams(min_cluster_size=4, min_samples=2, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
     assert (result.labels[:5] == result.labels[-5:]).all()
 
 
@@ -60,7 +60,7 @@ def test_disconnected_groups_do_not_raise() -> None:
     """hdbscan raises on a disconnected sparse graph; the bridged graph clusters fine."""
     a = unit_rows(np.array([[1, 0.02 * i, 0, 0] for i in range(8)], float))
     b = unit_rows(np.array([[0, 0, 1, 0.02 * i] for i in range(8)], float))
-    result = run_hdbscan(_graph(np.vstack([a, b]), 3), HdbscanParams(min_cluster_size=4, selection_method="eom"))
+    result = run_hdbscan(_graph(np.vstack([a, b]), 3), HdbscanParams(min_cluster_size=4, selection_method="eom", min_samples=2, selection_epsilon=0.0, attach_similarity=0.0))
     assert result.n_clusters == 2
 
 
@@ -73,29 +73,29 @@ def test_rows_with_fewer_than_min_samples_neighbours_are_refused() -> None:
     short[:, 0] = 0
     short[0, 1] = short[1, 0] = 0.5
     with pytest.raises(ValueError, match="fewer than min_samples"):
-        run_hdbscan(short.tocsr(), HdbscanParams(min_samples=5))
+        run_hdbscan(short.tocsr(), HdbscanParams(min_samples=5, min_cluster_size=5, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
 
 
 def test_asymmetric_graph_is_refused() -> None:
     """An asymmetric matrix (the tutorial's mistake) is rejected before hdbscan sees it."""
     graph = sp.csr_matrix(np.triu(np.full((6, 6), 0.5), 1))
     with pytest.raises(ValueError, match="symmetric"):
-        run_hdbscan(graph, HdbscanParams(min_cluster_size=2, min_samples=1))
+        run_hdbscan(graph, HdbscanParams(min_cluster_size=2, min_samples=1, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
 
 
 def test_bad_parameters_are_rejected() -> None:
     """Parameters are checked up front, never clamped."""
     with pytest.raises(ValueError, match="min_cluster_size"):
-        HdbscanParams(min_cluster_size=1)
+        HdbscanParams(min_cluster_size=1, min_samples=2, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0)
     with pytest.raises(ValueError, match="selection_method"):
-        HdbscanParams(selection_method="best")
+        HdbscanParams(selection_method="best", min_cluster_size=5, min_samples=2, selection_epsilon=0.0, attach_similarity=0.0)
 
 
 def test_sparse_equals_dense_when_k_covers_all_points() -> None:
     """With k = n - 1 the sparse graph holds every distance: labels equal the dense-matrix method."""
     x, _ = blobs(4, 25, spread=0.25, seed=3)
     n = len(x)
-    params = HdbscanParams(min_cluster_size=5, min_samples=3, selection_method="eom")
+    params = HdbscanParams(min_cluster_size=5, min_samples=3, selection_method="eom", selection_epsilon=0.0, attach_similarity=0.0)
     sparse_labels = run_hdbscan(_graph(x, n - 1), params).labels
     dense = np.clip(1.0 - x.astype(np.float64) @ x.T.astype(np.float64), 1e-6, 2.0)
     np.fill_diagonal(dense, 0.0)
@@ -110,7 +110,7 @@ def test_sparse_equals_dense_when_k_covers_all_points() -> None:
 def test_labels_property(seed: int, mcs: int, ms: int) -> None:
     """n labels; every cluster has at least min_cluster_size members; labels are 0..c-1 or NOISE."""
     x, _ = blobs(3, 15, seed=seed)
-    result = run_hdbscan(_graph(x, 6), HdbscanParams(min_cluster_size=mcs, min_samples=ms))
+    result = run_hdbscan(_graph(x, 6), HdbscanParams(min_cluster_size=mcs, min_samples=ms, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0))
     assert len(result.labels) == len(x)
     counts = np.bincount(result.labels[result.labels >= 0], minlength=result.n_clusters)
     assert (counts >= mcs).all()
@@ -127,7 +127,7 @@ def test_shuffled_input_gives_same_partition(seed: int) -> None:
     """
     x, _ = blobs(3, 20, seed=seed)
     perm = np.random.default_rng(seed).permutation(len(x))
-    params = HdbscanParams(min_cluster_size=5, min_samples=1)
+    params = HdbscanParams(min_cluster_size=5, min_samples=1, selection_method="leaf", selection_epsilon=0.0, attach_similarity=0.0)
     a = run_hdbscan(_graph(x, 8), params).labels
     b = run_hdbscan(_graph(x[perm], 8), params).labels
     pairs = set(zip(a[perm].tolist(), b.tolist(), strict=True))
@@ -155,14 +155,14 @@ def test_attach_ignores_bridges() -> None:
     """Bridge edges (distance 4) never attach a point to another component's cluster."""
     a = unit_rows(np.array([[1, 0.02 * i, 0, 0] for i in range(8)], float))
     outlier = unit_rows(np.array([[0, 0, 1, 0]], float))
-    result = run_hdbscan(_graph(np.vstack([a, outlier]), 3), HdbscanParams(min_cluster_size=4, attach_similarity=0.01))
+    result = run_hdbscan(_graph(np.vstack([a, outlier]), 3), HdbscanParams(min_cluster_size=4, attach_similarity=0.01, min_samples=2, selection_method="leaf", selection_epsilon=0.0))
     assert result.labels[-1] == NOISE
 
 
 def test_attach_similarity_out_of_range_is_rejected() -> None:
     """attach_similarity outside [0, 1] is a parameter error."""
     with pytest.raises(ValueError, match="attach_similarity"):
-        HdbscanParams(attach_similarity=1.5)
+        HdbscanParams(attach_similarity=1.5, min_cluster_size=5, min_samples=2, selection_method="leaf", selection_epsilon=0.0)
 
 
 @settings(max_examples=12, deadline=None)
@@ -178,7 +178,7 @@ def test_csr_path_equals_hdbscans_own_sparse_path(seed: int, mcs: int, ms: int, 
     persistence on the same sparse graph, ties included (tied MST edges are ordered as hdbscan does)."""
     x, _ = blobs(5, 40, spread=0.3, seed=seed)
     graph = _graph(x, 10)
-    ours = run_hdbscan(graph, HdbscanParams(min_cluster_size=mcs, min_samples=ms, selection_method=method, selection_epsilon=epsilon))
+    ours = run_hdbscan(graph, HdbscanParams(min_cluster_size=mcs, min_samples=ms, selection_method=method, selection_epsilon=epsilon, attach_similarity=0.0))
     theirs = hdbscan.HDBSCAN(
         metric="precomputed",
         min_cluster_size=mcs,

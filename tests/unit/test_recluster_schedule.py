@@ -20,7 +20,7 @@ from streamer.service.concurrency import BlockingRunner
 from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import SnapshotHolder
-from tests.unit.helpers import blobs
+from tests.unit.helpers import SMALL_DATA_PARAMS, blobs
 
 
 class QuietStore:
@@ -69,7 +69,7 @@ def test_a_tick_with_nothing_new_is_skipped_and_the_next_arrival_runs_again() ->
         runner = BlockingRunner(1)
         sink = RecordingSink()
         holder = SnapshotHolder()
-        config = ReclusterConfig(k=5, min_points=20)
+        config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20)
         reclusterer = Reclusterer(store=QuietStore(), sink=sink, runner=runner, holder=holder,  # type: ignore[arg-type]
                                   registry=ClusterRegistry(), metrics=metrics, config=config, dim=24)
         vectors, _ = blobs(n_clusters=3, per_cluster=30)
@@ -103,7 +103,7 @@ def test_arrivals_during_a_run_count_toward_the_next_one_instead_of_triggering_i
         metrics = Metrics(CollectorRegistry())
         retrier = Retrier(metrics, Health(), asyncio.Event(), 0.01, 0.1)
         runner = BlockingRunner(1)
-        config = ReclusterConfig(k=5, min_points=20, every_n=60)
+        config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, every_n=60)
         reclusterer = Reclusterer(store=QuietStore(), sink=RecordingSink(), runner=runner, holder=SnapshotHolder(),  # type: ignore[arg-type]
                                   registry=ClusterRegistry(), metrics=metrics, config=config, dim=24)
         vectors, _ = blobs(n_clusters=3, per_cluster=30)

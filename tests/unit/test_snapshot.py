@@ -13,7 +13,7 @@ from tests.unit.helpers import blobs, unit_rows
 
 def _snapshot(x: np.ndarray, k: int = 10, min_samples: int = 2):
     graph = build_distance_graph(knn_exact(x, k))
-    clustering = run_hdbscan(graph, HdbscanParams(min_cluster_size=5, min_samples=min_samples, selection_method="eom"))
+    clustering = run_hdbscan(graph, HdbscanParams(min_cluster_size=5, min_samples=min_samples, selection_method="eom", selection_epsilon=0.0, attach_similarity=0.0))
     return build_snapshot(1, [f"p{i}" for i in range(len(x))], graph, clustering, min_samples), clustering
 
 

@@ -24,10 +24,10 @@ from streamer.service.concurrency import BlockingRunner
 from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import SnapshotHolder
-from tests.unit.helpers import blobs
+from tests.unit.helpers import SMALL_DATA_PARAMS, blobs
 from tests.unit.test_recluster_schedule import RecordingSink, arrivals
 
-CONFIG = ReclusterConfig(k=5, min_points=20, window_s=100.0)  # event times 1 s apart: 100 stay
+CONFIG = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, window_s=100.0)  # event times 1 s apart: 100 stay
 DIM = 24
 NOTHING = ([], np.zeros((0, DIM), np.float32), [])
 
@@ -100,7 +100,7 @@ def test_a_killed_child_loses_the_window_and_the_next_run_reads_it_back_from_the
         retrier = Retrier(metrics, Health(), asyncio.Event(), 0.01, 0.1)
         runner = BlockingRunner(1)
         store = Store()
-        config = ReclusterConfig(k=5, min_points=20, window_s=1e9, catch_up_every_run=False)
+        config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, window_s=1e9, catch_up_every_run=False)
         window = ProcessWindowCompute(config, DIM)
         reclusterer = Reclusterer(store=store, sink=RecordingSink(), runner=runner, holder=SnapshotHolder(),  # type: ignore[arg-type]
                                   registry=ClusterRegistry(), metrics=metrics, config=config, dim=DIM, window=window)
