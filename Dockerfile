@@ -26,7 +26,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY streamer ./streamer
 RUN pip install . \
-    && python -c "import streamer.service, streamer.embedding, streamer.store, streamer.kafka_io"
+    && python -c "import streamer.app.run"
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

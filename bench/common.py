@@ -53,7 +53,7 @@ def embeddings(name: str, texts: list[str]) -> np.ndarray:
         if len(cached) == len(texts):
             return cached
     from streamer.adapters.embedding import FlagEmbedder
-    from streamer.config import EmbeddingSettings
+    from streamer.config.sections import EmbeddingSettings
 
     embedder = FlagEmbedder(EmbeddingSettings(threads=2))
     vectors = embedder.encode(texts, progress=True)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from streamer.adapters.milvus.store import MilvusStore
-from streamer.config import MilvusSettings
+from streamer.config.connections import MilvusSettings
 from streamer.domain.headline import Headline
 
 

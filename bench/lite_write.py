@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import uci_window  # noqa: E402
 
 from streamer.adapters.milvus.store import MilvusStore
-from streamer.config import MilvusSettings  # noqa: E402
+from streamer.config.connections import MilvusSettings
 from streamer.domain.headline import Headline
 
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, uci_window  # noqa: E402
 
 from streamer.batch.cluster import cluster_vectors
-from streamer.config import ClusteringSettings, GraphSettings  # noqa: E402
+from streamer.config.sections import ClusteringSettings, GraphSettings
 from streamer.core.quality import score_clustering
 
 CONFIGS = {

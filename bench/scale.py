@@ -27,8 +27,8 @@ BATCH = """
 import json, time, sys, numpy as np
 sys.path.insert(0, "bench")
 from common import uci_window
-from streamer.batch import cluster_vectors
-from streamer.config import ClusteringSettings, GraphSettings
+from streamer.batch.cluster import cluster_vectors
+from streamer.config.sections import ClusteringSettings, GraphSettings
 ids, titles, stories, vectors = uci_window(0, 100_000)
 out = {}
 for method in ("auto", "exact"):
@@ -43,16 +43,17 @@ print(json.dumps(out))
 RECLUSTER = """
 import json, time, sys, numpy as np
 sys.path.insert(0, "bench")
-from streamer.batch import params_from_settings
-from streamer.config import ClusteringSettings
-from streamer.pipeline import Arrivals, SnapshotHolder
-from streamer.recluster import ReclusterConfig, Reclusterer
-from streamer.schema import Headline
-from streamer.tracking import ClusterRegistry
+from streamer.config.sections import ClusteringSettings
+from streamer.domain.ports import Arrivals
+from streamer.service.snapshots import SnapshotHolder
+from streamer.core.window import ReclusterConfig
+from streamer.service.recluster import Reclusterer
+from streamer.domain.headline import Headline
+from streamer.core.tracking import ClusterRegistry
 N, NEW = {n}, 1000
 {load}
 ids = [str(i) for i in range(len(vectors))]
-config = ReclusterConfig(params=params_from_settings(ClusteringSettings()), window_s=1e12, max_window_size=10**7)
+config = ReclusterConfig(params=ClusteringSettings().hdbscan_params(), window_s=1e12, max_window_size=10**7)
 r = Reclusterer(store=None, sink=None, runner=None, holder=SnapshotHolder(), registry=ClusterRegistry(), metrics=None, config=config, dim=vectors.shape[1])
 t0 = time.perf_counter()
 r.window.window.add(ids[:N], titles[:N], list(range(N)), vectors[:N])

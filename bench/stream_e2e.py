@@ -85,7 +85,7 @@ async def read(bootstrap: str, topic: str, expect: int, timeout_s: float, *, arr
 def embed_only(rows: list[dict[str, str]], account: dict | None = None) -> float:
     """The model's best rate on these titles; ``account`` gets the core-seconds it used."""
     from streamer.adapters.embedding import FlagEmbedder
-    from streamer.config import EmbeddingSettings
+    from streamer.config.sections import EmbeddingSettings
 
     embedder = FlagEmbedder(EmbeddingSettings())
     texts = [r["TITLE"] for r in rows]
@@ -158,7 +158,7 @@ def throughput(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], r
     """The input topic is filled first and the events are read only after the service drained it, so
     neither the load generator nor the reader shares the cores with the service while it is timed."""
     from streamer.adapters.kafka.client import ensure_topics
-    from streamer.config import KafkaSettings
+    from streamer.config.connections import KafkaSettings
 
     svc, s = make_service(workdir, role, extra or {}, broker)
     k = s["kafka"]

@@ -48,13 +48,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, MirrorOnly, uci_rows, uci_window  # noqa: E402
 
-from streamer.batch.cluster import params_from_settings
-from streamer.config import (  # noqa: E402
-    ClusteringSettings,
-    GraphSettings,
-    KafkaSettings,
-    TrackingSettings,
-)
+from streamer.config.connections import KafkaSettings
+from streamer.config.sections import ClusteringSettings, GraphSettings, TrackingSettings
 from streamer.core.arrivals import ArrivalAssigner, EmergingRule
 from streamer.core.quality import score_clustering
 from streamer.core.tracking import ClusterRegistry
@@ -91,7 +86,7 @@ class Replay:
         graph, clustering = GraphSettings(), ClusteringSettings()
         tracking = TrackingSettings()
         self.config = ReclusterConfig(
-            k=graph.k, params=params_from_settings(clustering), min_points=clustering.min_points,
+            k=graph.k, params=clustering.hdbscan_params(), min_points=clustering.min_points,
             window_s=args.window_days * 86_400, max_window_size=100_000, every_n=args.every,
         )
         self.rule = EmergingRule(

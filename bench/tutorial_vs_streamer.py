@@ -28,9 +28,9 @@ import json, time, numpy as np, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from common import uci_window
-from streamer.config import MilvusSettings
-from streamer.schema import Headline
-from streamer.store import MilvusStore
+from streamer.config.connections import MilvusSettings
+from streamer.domain.headline import Headline
+from streamer.adapters.milvus.store import MilvusStore
 ids, titles, stories, vectors = uci_window(0, {n})
 db = "{db}"
 store = MilvusStore(MilvusSettings(uri=db, collection="bench_{n}"), vectors.shape[1]).open()
@@ -57,8 +57,8 @@ print(json.dumps({{"search_s": round(t_search, 2), "hdbscan_s": round(time.perf_
 """
 
 STREAMER = _LOAD + """
-from streamer.batch import cluster_vectors
-from streamer.config import ClusteringSettings, GraphSettings
+from streamer.batch.cluster import cluster_vectors
+from streamer.config.sections import ClusteringSettings, GraphSettings
 t0 = time.perf_counter()
 back_ids, back_vectors, _ = store.fetch_all(fields=())
 t_read = time.perf_counter() - t0
@@ -70,7 +70,7 @@ print(json.dumps({{"read_back_s": round(t_read, 2), "graph_s": round(timings["gr
 """
 
 PREPARE = _LOAD + """
-from streamer.schema import Headline
+from streamer.domain.headline import Headline
 if store.count() != len(ids):
     heads = [Headline(id=i, title=t, ingested_at_ms=0) for i, t in zip(ids, titles)]
     for s in range(0, len(ids), 2000):

@@ -41,7 +41,7 @@ def replay_one(setting: dict[str, object], rows: int) -> dict[str, object]:
     import stream_quality as sq
     from arrival_predictors import default_replay_args, interval_ms
 
-    from streamer.config import ClusteringSettings, GraphSettings
+    from streamer.config.sections import ClusteringSettings, GraphSettings
 
     graph = {k.removeprefix("graph."): v for k, v in setting.items() if k.startswith("graph.")}
     clustering = {k: v for k, v in setting.items() if not k.startswith("graph.")}

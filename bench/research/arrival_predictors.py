@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_quality as sq  # noqa: E402
 
-from streamer.config import TrackingSettings  # noqa: E402
+from streamer.config.sections import TrackingSettings
 from streamer.domain.headline import NOISE, Headline
 
 KS = (5, 10, 30)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.config import BUNDLED_MODEL, EmbeddingSettings
+from streamer.config.sections import BUNDLED_MODEL, EmbeddingSettings
 from streamer.domain.errors import EmbeddingError
 from streamer.observability.logs import get_logger
 

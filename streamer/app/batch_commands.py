@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.app.options import add_column_flags, add_setting_flags, column_map
-from streamer.config import Settings
+from streamer.config.settings import Settings
 
 __all__ = ["HANDLERS", "add_commands"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from streamer.app import batch_commands, stream_commands
 from streamer.app.options import overrides
-from streamer.config import load_settings
+from streamer.config.settings import load_settings
 from streamer.domain.errors import ConfigError, InputError, StreamerError
 from streamer.observability.logs import configure_logging, get_logger
 

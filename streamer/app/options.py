@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamer.config import Settings, load_settings
+from streamer.config.settings import Settings, load_settings
 from streamer.domain.errors import ConfigError
 
 __all__ = ["SETTING_FLAGS", "add_column_flags", "add_setting_flags", "column_map", "overrides"]

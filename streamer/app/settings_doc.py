@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streamer.config import ENV_PREFIX, Settings
+from streamer.config.settings import ENV_PREFIX, Settings
 
 __all__ = ["settings_table"]
 

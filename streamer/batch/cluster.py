@@ -29,8 +29,8 @@ from streamer.batch.report import (
     write_clusters,
     write_plot,
 )
-from streamer.config import ClusteringSettings, GraphSettings
-from streamer.core.clustering import Clustering, HdbscanParams, run_hdbscan
+from streamer.config.sections import ClusteringSettings, GraphSettings
+from streamer.core.clustering import Clustering, run_hdbscan
 from streamer.core.graph import NeighbourTable, build_distance_graph
 from streamer.core.quality import QualityScores, score_clustering
 from streamer.core.summaries import ClusterSummary, summarise_clusters
@@ -38,7 +38,7 @@ from streamer.domain.headline import FileRecord
 from streamer.domain.ports import Embedder, VectorStore
 from streamer.observability.logs import get_logger
 
-__all__ = ["BatchResult", "cluster_vectors", "cluster_file", "params_from_settings"]
+__all__ = ["BatchResult", "cluster_vectors", "cluster_file"]
 
 log = get_logger(__name__)
 
@@ -55,17 +55,6 @@ class BatchResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     quality: QualityScores | None = None
     graph_method: str = "exact"
-
-
-def params_from_settings(settings: ClusteringSettings) -> HdbscanParams:
-    return HdbscanParams(
-        min_cluster_size=settings.min_cluster_size,
-        min_samples=settings.min_samples,
-        selection_method=settings.selection_method,
-        selection_epsilon=settings.selection_epsilon,
-        max_cluster_size=settings.max_cluster_size,
-        attach_similarity=settings.attach_similarity,
-    )
 
 
 
@@ -85,7 +74,7 @@ def cluster_vectors(
     graph = build_distance_graph(table)
     timings["graph_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    clustering = run_hdbscan(graph, params_from_settings(clustering_settings))
+    clustering = run_hdbscan(graph, clustering_settings.hdbscan_params())
     timings["hdbscan_s"] = time.perf_counter() - started
     return table, clustering, method
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.config import GraphSettings
+from streamer.config.sections import GraphSettings
 from streamer.core.graph import (
     NeighbourTable,
     knn_exact,

@@ -63,10 +63,6 @@ class Snapshot:
     def n_clusters(self) -> int:
         return len(self.reach)
 
-    def label_of(self, headline_id: str) -> int:
-        pos = self.position.get(headline_id)
-        return NOISE if pos is None else int(self.labels[pos])
-
     def members(self) -> list[np.ndarray]:
         """Point positions of each cluster, by cluster index."""
         return members_by_cluster(self.labels, self.n_clusters)

@@ -1,19 +1,11 @@
 """Stable cluster ids across re-clustering runs, and the lifecycle events between runs.
 
-Each run's clusters are matched to the previous run's by member overlap:
-
-1. Hungarian assignment (scipy ``linear_sum_assignment``) on Jaccard overlap;
-   pairs at or above ``match_threshold`` keep the old id;
-2. an unmatched new cluster that contains at least half of an unmatched old
-   cluster (or lies half inside it) continues that id: growth and shrinkage are
-   not births;
-3. an old cluster left unmatched whose members went mostly (>= ``split_min_share``)
-   into a surviving cluster was **merged** into it;
-4. a new cluster left unmatched that holds >= ``split_min_share`` of a surviving
-   old cluster was **split** from it: a new id, ``created`` with ``split_from``,
-   and a ``split`` event on the parent;
-5. other unmatched new clusters are **created**, other unmatched old ones **expired**;
-   matched ones whose size, keywords or exemplar changed are **updated**.
+Each run's clusters are matched to the previous run's by member overlap
+(:func:`streamer.core.matching.match_clusters`: Hungarian on Jaccard, continuations,
+merges, splits). Then: a continued cluster keeps its id (**updated** when its size,
+keywords or exemplar changed); an old cluster absorbed by a survivor is **merged** into it;
+a new cluster split from a survivor gets a new id, ``created`` with ``split_from``, and a
+``split`` event on the parent; other new clusters are **created**, other old ones **expired**.
 
 Between runs the ingest loop may **mint** emerging clusters (:mod:`streamer.arrivals`):
 they join the registry at once, with their members so far, and the next run matches
@@ -34,17 +26,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import connected_components
 
+from streamer.core.matching import match_clusters
 from streamer.core.summaries import ClusterSummary
 from streamer.domain.events import ClusterEvent, ClusterEventType
 from streamer.domain.headline import NOISE, Headline
 
 __all__ = ["TrackedCluster", "ClusterRegistry", "TrackingResult"]
 
-_CONTINUATION_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -229,51 +218,17 @@ class ClusterRegistry:
         old_sizes = [clusters[cid].size for cid in old_ids]
         new_sizes = [len(m) for m in new_members]
 
-        by_old: dict[int, list[tuple[int, int]]] = defaultdict(list)  # old -> [(new, overlap)]
-        by_new: dict[int, list[tuple[int, int]]] = defaultdict(list)  # new -> [(old, overlap)]
-        for (o, c), ov in overlap.items():
-            by_old[o].append((c, ov))
-            by_new[c].append((o, ov))
-        # 1. Hungarian on Jaccard.
-        match_new_to_old = _match_by_jaccard(overlap, old_sizes, new_sizes, self.match_threshold)
-        # 2. Continuations: containment either way among the unmatched.
-        matched_old = set(match_new_to_old.values())
-        for (o, c), ov in sorted(overlap.items(), key=lambda item: -item[1]):
-            if c in match_new_to_old or o in matched_old:
-                continue
-            if ov >= _CONTINUATION_SHARE * min(old_sizes[o], new_sizes[c]):
-                match_new_to_old[c] = o
-                matched_old.add(o)
-
+        m = match_clusters(
+            overlap, old_sizes, new_sizes, match_threshold=self.match_threshold, split_min_share=self.split_min_share
+        )
+        match_new_to_old, split_parent = m.continues, m.split_from
+        matched_old, absorbed = m.matched_old(), m.absorbed()
+        merged_into = {c: [old_ids[o] for o in olds] for c, olds in m.merged_into.items()}
         stable = np.zeros(n_new, dtype=np.int64)
         events: list[ClusterEvent] = []
         for c, o in match_new_to_old.items():
             stable[c] = old_ids[o]
-        # 3. Merges: an unmatched old cluster mostly inside a surviving new cluster.
-        merged_into: dict[int, list[int]] = defaultdict(list)
-        absorbed: set[int] = set()
-        for o in range(len(old_ids)):
-            if o in matched_old:
-                continue
-            shares = [(ov / old_sizes[o], c) for c, ov in by_old.get(o, ())]
-            if not shares:
-                continue
-            share, c = max(shares)
-            if share >= self.split_min_share and c in match_new_to_old:
-                merged_into[c].append(old_ids[o])
-                absorbed.add(o)
-        # 4. Splits: an unmatched new cluster holding a real share of a surviving old cluster.
         split_children: dict[int, list[int]] = defaultdict(list)
-        split_parent: dict[int, int] = {}
-        survivors = {o: c for c, o in match_new_to_old.items()}
-        for c in range(n_new):
-            if c in match_new_to_old:
-                continue
-            parents = [(ov / old_sizes[o], o) for o, ov in by_new.get(c, ()) if o in survivors]
-            if parents:
-                share, o = max(parents)
-                if share >= self.split_min_share:
-                    split_parent[c] = o
         with self._lock:
             fresh_ids = [self._new_id() for c in range(n_new) if c not in match_new_to_old]
         fresh = iter(fresh_ids)
@@ -359,38 +314,6 @@ def _cluster_of(clusters: dict[int, TrackedCluster]) -> dict[str, int]:
     return {hid: c.id for c in clusters.values() for hid in c.members}
 
 
-def _match_by_jaccard(
-    overlap: Counter[tuple[int, int]], old_sizes: list[int], new_sizes: list[int], threshold: float
-) -> dict[int, int]:
-    """new -> old pairs of the assignment that maximises total Jaccard overlap, kept when >= ``threshold``.
-
-    Solved per connected component of the overlap graph: the old x new Jaccard matrix is block
-    diagonal once grouped that way, and the optimum of a block-diagonal assignment is the union of
-    the blocks' optima. The dense matrix of a 1M window (20k x 20k clusters) took 3.2 GB, twice
-    inside scipy; the components are a handful of clusters each.
-    """
-    if not overlap:
-        return {}
-    n_old = len(old_sizes)
-    pairs = np.array(list(overlap), dtype=np.int64)
-    counts = np.array(list(overlap.values()), dtype=np.float64)
-    jaccard = counts / (np.asarray(old_sizes)[pairs[:, 0]] + np.asarray(new_sizes)[pairs[:, 1]] - counts)
-    size = n_old + len(new_sizes)
-    links = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], n_old + pairs[:, 1])), shape=(size, size))
-    _, component = connected_components(links, directed=False)
-    order = np.argsort(component[pairs[:, 0]], kind="stable")
-    bounds = np.flatnonzero(np.diff(component[pairs[order, 0]])) + 1
-    matches: dict[int, int] = {}
-    for block in np.split(order, bounds):
-        olds, old_at = np.unique(pairs[block, 0], return_inverse=True)
-        news, new_at = np.unique(pairs[block, 1], return_inverse=True)
-        dense = np.zeros((len(olds), len(news)))
-        dense[old_at, new_at] = jaccard[block]
-        rows, cols = linear_sum_assignment(dense, maximize=True)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            if dense[r, c] >= threshold:
-                matches[int(news[c])] = int(olds[r])
-    return matches
 
 
 def _event_fields(cluster: TrackedCluster) -> dict[str, Any]:

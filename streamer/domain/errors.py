@@ -17,7 +17,6 @@ __all__ = [
     "StoreError",
     "SchemaMismatchError",
     "BrokerError",
-    "Backpressure",
 ]
 
 
@@ -57,11 +56,3 @@ class BrokerError(StreamerError):
     retriable = True
 
 
-class Backpressure(StreamerError):
-    """A downstream stage is full or unavailable; pause and retry after ``retry_after_s``."""
-
-    retriable = True
-
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s

@@ -126,7 +126,6 @@ class Reclusterer:
         self._unplaced_since_run = 0
         self._trigger = asyncio.Event()
         self._ingested_watermark_ms = 0
-        self.reports: list[RunReport] = []
         #: Emerging topics minted after the last run and brought back by :meth:`restore`.
         self.restored_emerging: list[int] = []
 
@@ -279,7 +278,6 @@ class Reclusterer:
             duration_s=round(duration, 3),
             phases_s=phases,
         )
-        self.reports.append(report)
         log.info("re-clustering run done", **vars(report))
         return report
 

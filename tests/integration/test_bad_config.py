@@ -65,7 +65,7 @@ def _precreate_dim8(uri: str, collection: str) -> None:
     """A collection streamer would use, but made for 8-d vectors (in a child process: Milvus Lite
     keeps a file open for as long as the process that opened it lives)."""
     code = (
-        "import sys; from streamer.config import MilvusSettings; from streamer.store import MilvusStore\n"
+        "import sys; from streamer.config.connections import MilvusSettings; from streamer.adapters.milvus.store import MilvusStore\n"
         "with MilvusStore(MilvusSettings(uri=sys.argv[1], collection=sys.argv[2]), 8): pass"
     )
     subprocess.run([sys.executable, "-c", code, uri, collection], check=True, cwd=REPO, capture_output=True)

@@ -13,7 +13,8 @@ import pytest
 from streamer.adapters.files import read_headlines
 from streamer.adapters.milvus.store import MilvusStore
 from streamer.batch.cluster import cluster_vectors
-from streamer.config import ClusteringSettings, GraphSettings, MilvusSettings
+from streamer.config.connections import MilvusSettings
+from streamer.config.sections import ClusteringSettings, GraphSettings
 from tests.conftest import DATA, REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamer.config import Settings, load_settings
+from streamer.config.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.adapters.embedding import FlagEmbedder, resolve_model
-from streamer.config import EmbeddingSettings
+from streamer.config.sections import EmbeddingSettings
 from streamer.domain.errors import EmbeddingError
 
 pytestmark = pytest.mark.integration

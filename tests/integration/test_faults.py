@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamer.adapters.milvus.store import MilvusStore
-from streamer.config import MilvusSettings
+from streamer.config.connections import MilvusSettings
 from streamer.domain.events import AssignmentEvent
 from streamer.domain.headline import RawRecord
 from streamer.domain.validation import Rejection, parse_record

@@ -7,7 +7,7 @@ numbers past Python's digit limit, mixed with valid headlines. Each list goes to
 service; then:
 
 - the service is alive and ready (no poison message stops it);
-- every message :func:`streamer.validation.parse_record` rejects is on the dead-letter
+- every message :func:`streamer.domain.validation.parse_record` rejects is on the dead-letter
   topic with its original key and bytes, the reason code and a reason text;
 - every valid message's headline id has an arrival event (duplicate ids: the id has events);
 - dead-lettered + valid == sent, and nothing else showed up.

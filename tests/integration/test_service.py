@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamer.adapters.files import read_headlines
 from streamer.adapters.milvus.store import MilvusStore
-from streamer.config import MilvusSettings
+from streamer.config.connections import MilvusSettings
 from streamer.domain.events import AssignmentEvent, ClusterEvent
 from tests.conftest import DATA
 from tests.plugins.streamer_fixtures import isolated_settings

@@ -19,7 +19,7 @@ from streamer.adapters.kafka.state import (
     follow_state,
     read_state,
 )
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from tests.unit.helpers import SMALL_DATA_PARAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.adapters.milvus.store import MilvusStore
-from streamer.config import MilvusSettings
+from streamer.config.connections import MilvusSettings
 from streamer.domain.errors import SchemaMismatchError, StoreError
 from streamer.domain.headline import Headline
 from tests.unit.helpers import unit_rows

@@ -71,7 +71,7 @@ def service_factory(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def embedder() -> Any:
     from streamer.adapters.embedding import FlagEmbedder
-    from streamer.config import EmbeddingSettings
+    from streamer.config.sections import EmbeddingSettings
 
     return FlagEmbedder(EmbeddingSettings(threads=2))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamer.adapters.files import ColumnMap, read_headlines
-from streamer.config import load_settings
+from streamer.config.settings import load_settings
 from streamer.domain.errors import ConfigError, InputError
 
 

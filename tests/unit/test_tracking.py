@@ -122,7 +122,7 @@ def test_matching_per_component_reaches_the_dense_optimum(seed: int, n_old: int,
 
     from scipy.optimize import linear_sum_assignment
 
-    from streamer.core.tracking import _match_by_jaccard
+    from streamer.core.matching import _match_by_jaccard
 
     rng = np.random.default_rng(seed)
     old_sizes = rng.integers(5, 50, n_old).tolist()

@@ -1,4 +1,4 @@
-"""The window in a child process (streamer.window_compute.ProcessWindowCompute).
+"""The window in a child process (streamer.adapters.window_process.ProcessWindowCompute).
 
 A real spawned process each time: the same runs as the in-process window, at nice +10, and a
 child that dies (SIGKILL) costs the window, not the service: the next run reads it back.

@@ -22,7 +22,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from streamer.domain.errors import BrokerError, ConfigError
 from streamer.observability.logs import get_logger
 

@@ -13,7 +13,7 @@ from aiokafka.errors import (
 
 from streamer.adapters.kafka.client import client_options, translate_errors
 from streamer.adapters.kafka.state import STATE_FETCH_OPTIONS
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from streamer.observability.logs import get_logger
 
 __all__ = ["LeaderElection"]

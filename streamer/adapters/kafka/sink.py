@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamer.adapters.kafka.client import client_options, translate_errors
 from streamer.adapters.kafka.state import STATE_PART_BYTES, StateWriter
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from streamer.domain.events import AssignmentEvent, ClusterEvent
 from streamer.domain.headline import RawRecord
 

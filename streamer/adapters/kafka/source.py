@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamer.adapters.kafka.client import client_options, translate_errors
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from streamer.domain.headline import RawRecord
 from streamer.observability.logs import get_logger
 

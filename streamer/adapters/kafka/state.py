@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamer.adapters.kafka.client import client_options, translate_errors
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 from streamer.domain.errors import BrokerError
 from streamer.observability.logs import get_logger
 

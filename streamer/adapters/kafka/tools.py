@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamer.adapters.kafka.client import client_options, translate_errors
-from streamer.config import KafkaSettings
+from streamer.config.connections import KafkaSettings
 
 __all__ = ["consume_messages", "produce_messages"]
 

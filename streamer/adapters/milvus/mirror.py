@@ -85,8 +85,21 @@ class MirroredStore:
         self._missed: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._trainer: threading.Thread | None = None
 
-    def __getattr__(self, name: str) -> Any:  # every other store method goes to Milvus as it is
-        return getattr(self._store, name)
+    # -- reads that need no mirror: Milvus answers them as it is ---------------------------------
+    def fetch_all(self) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        return self._store.fetch_all()
+
+    def ids_since(self, ingested_at_ms: int) -> list[str]:
+        return self._store.ids_since(ingested_at_ms)
+
+    def fetch_rows(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        return self._store.fetch_rows(ids)
+
+    def count(self) -> int:
+        return self._store.count()
+
+    def close(self) -> None:
+        self._store.close()
 
     def __len__(self) -> int:
         return len(self._key_of)

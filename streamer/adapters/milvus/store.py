@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.config import MilvusSettings
+from streamer.config.connections import MilvusSettings
 from streamer.domain.errors import SchemaMismatchError, StoreError
 from streamer.domain.headline import Headline
 from streamer.observability.logs import get_logger
@@ -384,11 +384,3 @@ class MilvusStore:
             )
         return int(rows[0]["count(*)"])
 
-    def ping(self) -> bool:
-        """True when Milvus answers (readiness)."""
-        try:
-            with _translate_errors("ping", self._name):
-                self.client.has_collection(self._name)
-            return True
-        except StoreError:
-            return False

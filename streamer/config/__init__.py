@@ -1,0 +1,1 @@
+"""Settings: one pydantic model per section, read from ``STREAMER_*`` variables (nested with ``__``)."""
