@@ -40,14 +40,10 @@ import numpy as np
 
 from streamer.core.arrivals import ArrivalAssigner, EmergingRule
 from streamer.core.tracking import ClusterRegistry
-from streamer.domain.errors import StreamerError
 from streamer.domain.events import (
-    AssignmentEvent,
-    AssignmentReason,
     AssignmentStatus,
-    ClusterEvent,
 )
-from streamer.domain.headline import NOISE, Headline, RawRecord, now_ms
+from streamer.domain.headline import Headline, RawRecord, now_ms
 from streamer.domain.ports import (
     ArrivalListener,
     Arrivals,
@@ -60,7 +56,9 @@ from streamer.domain.ports import (
 from streamer.domain.validation import Rejection, parse_record
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Health, Metrics
-from streamer.service.concurrency import BlockingRunner, wait_for_any
+from streamer.service.concurrency import BlockingRunner
+from streamer.service.lag import report_lag
+from streamer.service.placement import ArrivalPlacement
 from streamer.service.retry import Retrier, ShutdownRequested
 from streamer.service.snapshots import STATE_ID_COUNTER_KEY, SnapshotHolder
 from streamer.service.write_behind import WriteBehind
@@ -152,7 +150,7 @@ class IngestPipeline:
         self._config = config
         self._listener = listener
         self._registry = registry
-        self._assigner = ArrivalAssigner(config.emerging, registry, may_mint)
+        self._placement = ArrivalPlacement(holder, ArrivalAssigner(config.emerging, registry, may_mint), registry)
         self.batches_done = 0
         self._write_behind: WriteBehind | None = None
         if config.write_behind and isinstance(store, StagingStore):
@@ -180,7 +178,9 @@ class IngestPipeline:
         those records come again).
         """
         retrier = Retrier(self._metrics, self._health, stop, self._config.retry_initial_s, self._config.retry_max_s)
-        lag_task = asyncio.create_task(self._report_lag(stop), name="streamer-lag")
+        lag_task = asyncio.create_task(
+            report_lag(self._source, self._metrics, self._health, stop, self._config.lag_interval_s), name="streamer-lag"
+        )
         ready: asyncio.Queue[asyncio.Task[_Prepared]] = asyncio.Queue()
         slots = asyncio.Semaphore(self._config.batches_in_flight)
         feeder = asyncio.create_task(self._feed(retrier, stop, slots, ready), name="streamer-feed")
@@ -234,35 +234,6 @@ class IngestPipeline:
                 slots.release()
                 continue
             ready.put_nowait(asyncio.create_task(self._prepare(records, generation), name="streamer-prepare"))
-
-    async def _report_lag(self, stop: asyncio.Event) -> None:
-        """Lag gauge and broker probe every ``lag_interval_s`` (readiness must drop even with no traffic)."""
-        reported: set[tuple[str, str]] = set()
-        probe_failed = False
-        while not stop.is_set():
-            try:
-                await self._source.probe()
-                if probe_failed:
-                    self._health.set("kafka", True)
-                probe_failed = False
-            except StreamerError as exc:
-                probe_failed = True
-                self._metrics.errors.labels("probe").inc()
-                self._health.set("kafka", False, str(exc)[:300])
-                log.warning("kafka probe failed", error=str(exc)[:300])
-            try:
-                current = {(t, str(p)): lag for (t, p), lag in (await self._source.lag()).items()}
-            except StreamerError as exc:
-                log.debug("lag unavailable", error=str(exc))
-                current = None
-            if current is not None:
-                for key, lag in current.items():
-                    self._metrics.consumer_lag.labels(*key).set(lag)
-                # Partitions that moved to another member in a rebalance: their lag is not ours to report.
-                for key in reported - set(current):
-                    self._metrics.consumer_lag.remove(*key)
-                reported = set(current)
-            await wait_for_any(stop, timeout_s=self._config.lag_interval_s)
 
     async def _prepare(self, records: list[RawRecord], generation: int) -> _Prepared:
         """Steps 1-2: validate and embed. Nothing leaves the process here, so dropping it is safe."""
@@ -337,7 +308,7 @@ class IngestPipeline:
             )
         # 5. assign
         with self._metrics.timed("assign"):
-            events, moved, started = self._assign(headlines, found, sims)
+            events, moved, started = self._placement.place(headlines, found, sims)
         # 6. publish
         with self._metrics.timed("produce"):
             if started and self._registry is not None:
@@ -365,40 +336,4 @@ class IngestPipeline:
         if self._listener is not None:
             unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)
             self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims, unplaced))
-
-    def _assign(
-        self, headlines: list[Headline], found: list[list[str]], sims: np.ndarray
-    ) -> tuple[list[AssignmentEvent], list[AssignmentEvent], list[ClusterEvent]]:
-        """Arrival events, events of earlier arrivals an emerging topic took in, and those topics' created events."""
-        live = self._holder.current
-        if live is None:
-            unassigned = [
-                AssignmentEvent.make(
-                    headline=h,
-                    cluster_id=NOISE,
-                    status=AssignmentStatus.UNASSIGNED,
-                    probability=0.0,
-                    run_id=0,
-                    reason=AssignmentReason.ARRIVAL,
-                )
-                for h in headlines
-            ]
-            return unassigned, [], []
-        run_id = live.snapshot.run_id
-        outcome = self._assigner.assign(live.snapshot, live.stable_ids, headlines, found, sims)
-        events = [
-            AssignmentEvent.for_cluster(
-                headline=h, cluster_id=p.cluster_id, probability=p.probability, run_id=run_id, reason=AssignmentReason.ARRIVAL
-            )
-            for h, p in zip(headlines, outcome.placements, strict=True)
-        ]
-        moved = [
-            AssignmentEvent.for_cluster(
-                headline=h, cluster_id=cid, probability=0.0, run_id=run_id, reason=AssignmentReason.EMERGING
-            )
-            for h, cid in outcome.moved
-        ]
-        started = [self._registry.minted_event(cid) for cid in outcome.started] if self._registry is not None else []
-        return events, moved, started
-
 
