@@ -1,4 +1,4 @@
-"""Embedding adapter: FlagEmbedding models behind the :class:`~streamer.schema.Embedder` role.
+"""Embedding adapter: FlagEmbedding models behind the :class:`~streamer.domain.ports.Embedder` role.
 
 - ``kind="bge-m3"`` loads ``BGEM3FlagModel`` and keeps its dense vectors (production).
 - ``kind="encoder"`` loads ``FlagModel`` with the configured pooling (the bundled
@@ -8,7 +8,7 @@
 
 Vectors are float32 and L2-normalised, so cosine similarity equals the inner
 product everywhere downstream. Every call blocks; the pipeline runs it through
-:class:`~streamer.concurrency.BlockingRunner`.
+:class:`~streamer.service.concurrency.BlockingRunner`.
 
 Encoder models run a batch as length-sorted forward passes of ``batch_size`` texts, on
 ``threads`` worker threads with one torch thread each, rather than as one pass on a

@@ -1,11 +1,11 @@
-"""Read headline files (CSV, TSV, JSONL) into validated :class:`~streamer.schema.Headline` records.
+"""Read headline files (CSV, TSV, JSONL) into validated :class:`~streamer.domain.headline.Headline` records.
 
 Column names are mappable; the defaults read the Milvus tutorial's
 ``news_data_dedup.csv`` (guid, title, description, venue, published_at) and the
 UCI News Aggregator TSV (ID, TITLE, PUBLISHER, TIMESTAMP, STORY) as they are.
 TSV is read without quoting (UCI titles contain bare ``"``).
 
-Every problem is reported as an :class:`~streamer.errors.InputError` naming the
+Every problem is reported as an :class:`~streamer.domain.errors.InputError` naming the
 file, the row (1-based, header = row 1) and the column.
 """
 

@@ -1,4 +1,16 @@
-"""TODO docstring."""
+"""The re-clustering window in a child process of its own (:class:`ProcessWindowCompute`).
+
+A run is seconds of Python (graph upkeep, HDBSCAN's tree code, c-TF-IDF); in the service's
+process that Python holds the GIL the event loop, the model workers and Milvus Lite's server
+threads queue for. A child process has an interpreter of its own, started at nice +10, so a
+run costs the same CPU and the ingest loop never waits for it (figures in docs/benchmarks.md).
+Only the arrivals go in and the snapshot and summaries come back.
+
+If the child dies, or a run fails inside it (which may leave the window half-updated), the
+window is dropped with it: the call raises :class:`~streamer.core.window.WindowLost`, the next
+one starts a fresh child, and the re-clusterer reads the window back from Milvus at its next
+run, as after a restart.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The service's HTTP endpoints for operators: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pick and run a kNN strategy for a set of headlines (application layer over :mod:`streamer.graph`).
+"""Pick and run a kNN strategy for a set of headlines (application layer over :mod:`streamer.core.graph`).
 
 - ``exact``: faiss inner-product search over the vectors (read back from Milvus or just embedded);
 - ``ivf``: a faiss inverted-file index over the same vectors, for large windows;

@@ -1,6 +1,6 @@
 """Placing each arrival the moment it arrives: the snapshot first, then the arrivals since it.
 
-The snapshot (:func:`streamer.snapshot.assign_arrivals`) only knows the headlines of the
+The snapshot (:func:`streamer.core.snapshot.assign_arrivals`) only knows the headlines of the
 last re-clustering run. Between two runs, headlines keep arriving, and on a news stream
 most of them belong to stories the snapshot has never seen (UCI arrives in story bursts:
 only ~11% of the arrivals between two runs belong to a story the previous run knew). Left
@@ -13,7 +13,7 @@ cluster) and places each new one in this order:
 1. **a story of its own**: when at least ``emerging_min_size - 1`` recent arrivals lie
    within ``emerging_similarity`` of it and no clustered headline of the snapshot is that
    close, it joins a topic already emerging among its neighbours or starts one with them:
-   a new stable id at once, minted by the :class:`~streamer.tracking.ClusterRegistry` (the
+   a new stable id at once, minted by the :class:`~streamer.core.tracking.ClusterRegistry` (the
    next run matches it like any other cluster: confirmed, merged or expired). A group near
    a snapshot cluster is a continuing story, and the next run keeps it there;
 2. **the snapshot's rule** (approximate predict, then the attach rule);

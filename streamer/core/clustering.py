@@ -1,6 +1,6 @@
 """HDBSCAN on a sparse precomputed distance graph.
 
-Input: a graph honouring :mod:`streamer.graph`'s contract (symmetric, connected,
+Input: a graph honouring :mod:`streamer.core.graph`'s contract (symmetric, connected,
 no self-loops, distances > 0). Output: labels (``NOISE`` = -1), membership
 probabilities and per-cluster persistence, deterministic for a given graph.
 
@@ -103,7 +103,7 @@ def run_hdbscan(graph: sp.csr_matrix, params: HdbscanParams) -> Clustering:
     ------
     ValueError
         When the graph is not square, not symmetric, or has rows with fewer than
-        ``min_samples`` neighbours (build it with :func:`streamer.graph.build_distance_graph`).
+        ``min_samples`` neighbours (build it with :func:`streamer.core.graph.build_distance_graph`).
     """
     from hdbscan.hdbscan_ import _tree_to_labels
 

@@ -14,7 +14,7 @@ refuses for ``metric="precomputed"``):
    which a member joined the cluster), else its probability is
    ``tight / m`` capped at 1, where *tight* is the smallest such distance
    (hdbscan's lambda / max-lambda, written in distances);
-5. like the re-clusterer's attach rule (:func:`streamer.clustering.attach_noise`), a
+5. like the re-clusterer's attach rule (:func:`streamer.core.clustering.attach_noise`), a
    would-be noise arrival whose most similar clustered neighbour has cosine
    similarity >= ``attach_similarity`` joins that cluster with probability 0.
 

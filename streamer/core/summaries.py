@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""What a cluster looks like to people: size, c-TF-IDF keywords, exemplar, persistence."""
 
 from __future__ import annotations
 

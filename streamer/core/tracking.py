@@ -7,7 +7,7 @@ keywords or exemplar changed); an old cluster absorbed by a survivor is **merged
 a new cluster split from a survivor gets a new id, ``created`` with ``split_from``, and a
 ``split`` event on the parent; other new clusters are **created**, other old ones **expired**.
 
-Between runs the ingest loop may **mint** emerging clusters (:mod:`streamer.arrivals`):
+Between runs the ingest loop may **mint** emerging clusters (:mod:`streamer.core.arrivals`):
 they join the registry at once, with their members so far, and the next run matches
 them like any other cluster. Minting happens on the event loop while :meth:`update`
 runs in a worker thread, so both take a lock; a cluster minted while an update is

@@ -1,22 +1,12 @@
-"""The blocking half of a re-clustering run, in this process or in a child process of its own.
+"""The blocking half of a re-clustering run: the window, its graph, HDBSCAN, the snapshot.
 
-:class:`WindowCompute` owns the window (:class:`~streamer.window.WindowGraph`): it takes in the
-arrivals buffered since the last run, expires what left the window, keeps the kNN graph up to
-date, runs HDBSCAN, summarises the clusters and freezes a snapshot, and returns what the rest
-of the run needs (:class:`ComputedRun`: no vectors, no graph).
-
-:class:`ProcessWindowCompute` keeps that window in a child process. A run is seconds of Python
-(the graph upkeep, HDBSCAN's tree code, c-TF-IDF), and inside the service's process that Python
-holds the GIL which the event loop, the model workers and Milvus Lite's server threads all queue
-for: every run stalled ingest by 0.5-1 s although it ran at low priority on a thread of its own
-(docs/benchmarks.md, "Latency"). A child process has an interpreter of its own, so a run costs
-the same CPU, at nice +10, and the ingest loop never waits for it. Only the arrivals (vectors and
-neighbour lists, ~1.6 kB per headline) go in and the snapshot and summaries come back.
-
-If the child dies, or a run fails inside it (which may leave the window half-updated), the
-window is dropped with it: the call raises :class:`WindowLost`, the next one starts a fresh
-child, and the re-clusterer reads the window back from Milvus at its next run, as after a
-restart.
+:class:`WindowCompute` owns the window (:class:`~streamer.core.window_graph.WindowGraph`): it
+takes in the arrivals buffered since the last run, expires what left the window, keeps the kNN
+graph up to date, runs HDBSCAN, summarises the clusters and freezes a snapshot, and returns
+what the rest of the run needs (:class:`ComputedRun`: no vectors, no graph).
+:class:`WindowComputer` is where the window lives: here, or in a child process
+(:class:`streamer.adapters.window_process.ProcessWindowCompute`, what the service uses).
+Pure: no I/O, deterministic for a given input.
 """
 
 from __future__ import annotations

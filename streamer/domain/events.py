@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""What streamer publishes: assignment and cluster lifecycle events (the public contract).
+
+Their JSON is the contract (``schema_version`` bumps on a breaking change). Event ids are
+deterministic (UUIDv5 of what the event says) so a consumer can drop the duplicates an
+at-least-once redelivery produces.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ class AssignmentStatus(StrEnum):
 class AssignmentReason(StrEnum):
     ARRIVAL = "arrival"  # approximate assignment when the headline arrived
     RECLUSTER = "recluster"  # a re-clustering run moved the headline
-    EMERGING = "emerging"  # a new topic formed around the headline between runs (streamer.arrivals)
+    EMERGING = "emerging"  # a new topic formed around the headline between runs (streamer.core.arrivals)
 
 
 class _Event(BaseModel):

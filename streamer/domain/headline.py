@@ -1,13 +1,11 @@
-"""Data types that cross module and process boundaries, and the Protocols of the adapters.
+"""A headline, from the bytes of a message or a file row to the validated form the core uses.
 
-- :class:`HeadlineIn` validates one input message (Kafka JSON or a file row).
-- :class:`Headline` is the validated, immutable form the core works with.
-- :class:`AssignmentEvent` and :class:`ClusterEvent` are what streamer publishes;
-  their JSON is the public contract (``schema_version`` bumps on breaking change).
-- :class:`Embedder`, :class:`VectorStore` are the roles adapters play.
+- :class:`HeadlineIn` validates one input message (Kafka JSON or a file row);
+- :class:`Headline` is the validated, immutable form the rest of streamer works with;
+- :class:`RawRecord` is one consumed message as bytes; :class:`FileRecord` a file row with its
+  ground-truth label, if any (scoring only).
 
-No I/O here. Event ids are deterministic (UUIDv5 of what the event says) so a
-consumer can drop duplicates produced by an at-least-once redelivery.
+No I/O here.
 """
 
 from __future__ import annotations

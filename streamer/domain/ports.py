@@ -65,7 +65,7 @@ class StagingStore(Protocol):
     """A store whose searches can see a batch before it is durable (Milvus Lite's search mirror).
 
     The ingest loop then publishes a batch's events once it is searchable, and writes it to
-    Milvus and commits its offsets behind, in order (``streamer.pipeline``).
+    Milvus and commits its offsets behind, in order (``streamer.service.ingest``).
     """
 
     def stage(self, headlines: list[Headline], vectors: np.ndarray) -> None: ...

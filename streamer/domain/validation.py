@@ -1,4 +1,4 @@
-"""Turn a raw Kafka record into a :class:`~streamer.schema.Headline` or a reason to dead-letter it.
+"""Turn a raw Kafka record into a :class:`~streamer.domain.headline.Headline` or a reason to dead-letter it.
 
 The reason code is one of a small fixed set (it labels a metric); the message
 says exactly what was wrong, for the ``dlq_reason`` header. Pure; no I/O.

@@ -9,7 +9,7 @@ For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms
 4. search each one's ``2k + 1`` nearest neighbours in Milvus;
 5. assign each to the current snapshot (approximate predict; ``unassigned`` before
    the first clustering), or beside the arrivals since the snapshot, starting an
-   emerging topic when a few close ones are still unplaced (:mod:`streamer.arrivals`);
+   emerging topic when a few close ones are still unplaced (:mod:`streamer.core.arrivals`);
 6. publish the assignment events (and the ``created`` events of emerging topics, after
    persisting the id counter, so a restart never hands out the same id twice) and wait
    for acks=all;
@@ -94,7 +94,7 @@ class IngestConfig:
     batches_in_flight: int = 3
     emerging: EmergingRule = EmergingRule()
     state_topic: str = "streamer-state"
-    #: With a :class:`~streamer.schema.StagingStore`: publish once a batch is searchable, write
+    #: With a :class:`~streamer.domain.ports.StagingStore`: publish once a batch is searchable, write
     #: it to Milvus and commit behind (see :meth:`IngestPipeline._finish`).
     write_behind: bool = True
     #: Records read whose Milvus write and commit are still queued before the loop waits for them.

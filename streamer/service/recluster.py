@@ -10,7 +10,7 @@ soon as the window first holds ``min_points`` headlines:
 2. off the event loop, with arrivals buffered meanwhile: expire headlines older
    than ``window_s`` before the newest event time (or beyond ``max_window_size``),
    repair or rebuild the graph, run HDBSCAN, summarise clusters, freeze a snapshot
-   (:mod:`streamer.window_compute`; the service keeps the window in a child process
+   (:mod:`streamer.core.window`; the service keeps the window in a child process
    so that this Python does not hold the ingest loop's GIL);
 3. delete expired headlines from Milvus (by policy);
 4. match clusters to the previous run (stable ids) and swap the snapshot in for

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Retrying a step while its dependency is away: exponential backoff, readiness, metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""The snapshot ingest assigns against, and its form on the state topic.
+
+:class:`SnapshotHolder` is swapped whole (one reference assignment) by the re-clusterer, or by
+a follower when the leader's snapshot arrives; it also remembers the cluster last published
+per headline so that only changes are published. The ``encode``/``decode`` functions and the
+state keys are the registry's and snapshot's wire form on the compacted state topic.
+"""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def _replay(index: Any, writes: list[tuple[np.ndarray, np.ndarray | None]]) -> i
 
 
 class MirroredStore:
-    """A :class:`~streamer.schema.VectorStore` whose searches come from an in-process faiss index."""
+    """A :class:`~streamer.domain.ports.VectorStore` whose searches come from an in-process faiss index."""
 
     def __init__(
         self, store: Any, dim: int, *, exact_below: int = 20_000, nprobe: int = 32, train_in_background: bool = True

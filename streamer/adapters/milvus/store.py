@@ -27,7 +27,7 @@ memtable converts every row to Python floats: 260 ms for 5 queries over 3k rows,
 over 20k. Its flushed segments are searched with numpy (~30 ms). On Lite the store
 therefore flushes after every ``milvus.lite_flush_rows`` upserted rows (Lite compacts the
 small segments in the background); a server gets no flushes (it seals segments itself).
-When :mod:`streamer.mirror` answers the searches, Lite's search speed no longer matters and
+When :mod:`streamer.adapters.milvus.mirror` answers the searches, Lite's search speed no longer matters and
 flushing is CPU the model needs, so the default flushes 4 times less often, every 1,024 rows.
 Not less often than that: a flush blocks Lite's writers, ~0.2 s per 1,024 rows and ~0.7 s per
 4,096 (Lite costs the same CPU per row either way up to ~6k rows; ``bench/lite_write.py``).
@@ -45,17 +45,22 @@ from typing import Any
 
 import numpy as np
 
+from streamer.adapters.milvus.collection import (
+    SCALAR_FIELDS,
+    VARCHAR_BYTES,
+    check_schema,
+    collection_schema,
+    index_params,
+)
 from streamer.config.connections import MilvusSettings
-from streamer.domain.errors import SchemaMismatchError, StoreError
+from streamer.domain.errors import StoreError
 from streamer.domain.headline import Headline
 from streamer.observability.logs import get_logger
 
-__all__ = ["MilvusStore", "SCALAR_FIELDS"]
+__all__ = ["MilvusStore", ]
 
 log = get_logger(__name__)
 
-SCALAR_FIELDS = ("title", "text", "source", "published_at", "event_time", "ingested_at")
-_VARCHAR_BYTES = {"id": 512, "title": 4096, "text": 65535, "source": 2048}
 _UNKNOWN_TIME = -1
 _FETCH_CHUNK = 4096
 
@@ -157,30 +162,7 @@ class MilvusStore:
     def dim(self) -> int:
         return self._dim
 
-    # -- schema ----------------------------------------------------------------------------
-    def _schema(self) -> Any:
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=_VARCHAR_BYTES["id"])
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._dim)
-        for name in ("title", "text", "source"):
-            schema.add_field(name, DataType.VARCHAR, max_length=_VARCHAR_BYTES[name])
-        for name in ("published_at", "event_time", "ingested_at"):
-            schema.add_field(name, DataType.INT64)
-        return schema
-
-    def _index_params(self) -> Any:
-        s = self._settings
-        params: dict[str, Any] = {}
-        if s.index_type == "HNSW":
-            params = {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction}
-        elif s.index_type == "IVF_FLAT":
-            params = {"nlist": s.ivf_nlist}
-        index_params = self.client.prepare_index_params()
-        index_params.add_index(field_name="vector", index_type=s.index_type, metric_type=s.metric, params=params)
-        return index_params
-
+    # -- collection --------------------------------------------------------------------------
     def _ensure_collection(self) -> None:
         with _translate_errors("describe", self._name):
             exists = self.client.has_collection(self._name)
@@ -188,32 +170,16 @@ class MilvusStore:
             with _translate_errors("create_collection", self._name):
                 self.client.create_collection(
                     collection_name=self._name,
-                    schema=self._schema(),
-                    index_params=self._index_params(),
+                    schema=collection_schema(self._dim),
+                    index_params=index_params(self.client, self._settings),
                     consistency_level=self._settings.consistency,
                 )
             return
         with _translate_errors("describe", self._name):
             described = self.client.describe_collection(self._name)
-        self._check_schema(described)
+        check_schema(self._name, described, self._dim)
         with _translate_errors("load", self._name):
             self.client.load_collection(self._name)
-
-    def _check_schema(self, described: dict[str, Any]) -> None:
-        found = {f["name"]: f for f in described.get("fields", [])}
-        expected = {"id", "vector", *SCALAR_FIELDS}
-        if set(found) != expected:
-            raise SchemaMismatchError(
-                f"collection {self._name!r} exists with fields {sorted(found)}, but streamer needs {sorted(expected)}: "
-                "use another milvus.collection or drop the old one"
-            )
-        params = found["vector"].get("params", {})
-        existing_dim = int(params.get("dim", -1))
-        if existing_dim != self._dim:
-            raise SchemaMismatchError(
-                f"collection {self._name!r} holds {existing_dim}-d vectors but the embedding model makes "
-                f"{self._dim}-d vectors: use another milvus.collection or drop the old one"
-            )
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""
@@ -234,9 +200,9 @@ class MilvusStore:
             {
                 "id": h.id,
                 "vector": vectors[i].astype(np.float32, copy=False).tolist(),
-                "title": _clip_utf8(h.title, _VARCHAR_BYTES["title"]),
-                "text": _clip_utf8(h.text, _VARCHAR_BYTES["text"]),
-                "source": _clip_utf8(h.source or "", _VARCHAR_BYTES["source"]),
+                "title": _clip_utf8(h.title, VARCHAR_BYTES["title"]),
+                "text": _clip_utf8(h.text, VARCHAR_BYTES["text"]),
+                "source": _clip_utf8(h.source or "", VARCHAR_BYTES["source"]),
                 "published_at": h.published_at_ms if h.published_at_ms is not None else _UNKNOWN_TIME,
                 "event_time": h.event_time_ms,
                 "ingested_at": h.ingested_at_ms,
