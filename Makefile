@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 BURST_SECONDS ?= 60
 
 .PHONY: help venv system-deps kafka-jars deploy-tools setup test test-unit demo demo-batch demo-stream \
-        kafka-up kafka-down bench lint settings-table clean reliability-burst
+        kafka-up kafka-down bench lint lint-imports settings-table clean reliability-burst
 
 help:
 	@echo "make demo        batch report + streaming replay on the bundled sample (Milvus Lite, bundled model, local Kafka)"
@@ -55,8 +55,12 @@ deploy-tools:
 
 setup: venv kafka-jars deploy-tools
 
-test: setup
+test: setup lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The layers of streamer/ (docs/design.md): contracts in pyproject.toml [tool.importlinter].
+lint-imports: venv
+	$(VENV)/bin/lint-imports
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
