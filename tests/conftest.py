@@ -13,7 +13,6 @@ import pytest
 pytest_plugins = ["tests.plugins.kafka_broker", "tests.plugins.milvus_server", "tests.plugins.streamer_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)

@@ -15,21 +15,23 @@ from streamer.adapters.milvus.store import MilvusStore
 from streamer.batch.cluster import cluster_vectors
 from streamer.config.connections import MilvusSettings
 from streamer.config.sections import ClusteringSettings, GraphSettings
-from tests.conftest import DATA, REPO
+from tests.conftest import REPO
+from tests.sample_data import UCI_SAMPLE, write_tutorial_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-TUTORIAL = DATA / "news-headlines-2024" / "news_data_dedup.csv"
-
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True, text=True, cwd=cwd, timeout=500)
 
 
 def test_cluster_tutorial_file_writes_the_report(tmp_path: Path) -> None:
-    """The tutorial CSV -> assignments, clusters.json, plot.html and a summary; one row per headline."""
+    """A CSV in the tutorial's layout (guid, title, description, venue, url, published_at, updated_at;
+    870 rows, like the tutorial's file) -> assignments, clusters.json, plot.html and a summary; one
+    row per headline."""
+    tutorial = tmp_path / "tutorial-layout.csv"
+    rows = write_tutorial_csv(tutorial, 870)
     out = tmp_path / "report"
-    result = _cli("cluster", str(TUTORIAL), "--out", str(out), "--uri", str(tmp_path / "m.db"))
+    result = _cli("cluster", str(tutorial), "--out", str(out), "--uri", str(tmp_path / "m.db"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "clusters" in result.stdout and "report:" in result.stdout
     assignments = (out / "assignments.csv").read_text().splitlines()
@@ -39,7 +41,8 @@ def test_cluster_tutorial_file_writes_the_report(tmp_path: Path) -> None:
     first = clusters["clusters"][0]
     assert first["keywords"] and first["exemplar_title"] and first["size"] >= 2
     html = (out / "plot.html").read_text()
-    assert "plotly" in html and "noise" in html and "Weinstein" in html  # hover text holds the headlines
+    assert rows[1]["title"].startswith("Fed's Charles Plosser")
+    assert "plotly" in html and "noise" in html and "Plosser" in html  # hover text holds the headlines
 
 
 def test_uci_file_reports_quality(tmp_path: Path) -> None:
@@ -71,14 +74,14 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, content: bytes, message: str
 
 def test_bad_setting_names_it(tmp_path: Path) -> None:
     """A wrong value exits 2 naming the setting and the allowed values."""
-    result = _cli("cluster", str(TUTORIAL), "--set", "clustering.selection_method=best")
+    result = _cli("cluster", str(UCI_SAMPLE), "--set", "clustering.selection_method=best")
     assert result.returncode == 2
     assert "clustering.selection_method" in result.stderr and "'eom'" in result.stderr
 
 
 def test_milvus_search_strategy_agrees_with_exact(tmp_path: Path, embedder) -> None:
     """Graph from Milvus search (FLAT) == graph from vectors read back: same labels."""
-    records, _ = read_headlines(TUTORIAL, limit=300)
+    records, _ = read_headlines(UCI_SAMPLE, limit=300)
     heads = [r.headline for r in records]
     vectors = embedder.encode([h.text for h in heads])
     ids = [h.id for h in heads]

@@ -15,7 +15,7 @@ Tools: tools/install-deploy-tools.sh installs prometheus and promtool.
 from __future__ import annotations
 
 import asyncio
-import csv
+import collections
 import json
 import math
 import re
@@ -34,13 +34,13 @@ import pytest
 import yaml
 
 from tests.plugins.streamer_fixtures import free_port
+from tests.sample_data import sample_rows
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "streamer.json"
 PROM_DIR = REPO / "deploy" / "prometheus"
-HEADLINES = REPO.parent / "shared" / "data" / "news-headlines-2024" / "news_data_dedup.csv"
 N_VALID = 300
 # Values Grafana would put in place of its built-in variables.
 BUILTINS = {"__rate_interval": "30s", "__interval": "15s", "__range": "5m", "__range_s": "300", "__range_ms": "300000"}
@@ -285,20 +285,21 @@ def test_dashboard_structure() -> None:
 
 
 def _headlines(n: int) -> list[dict[str, Any]]:
-    """Real titles, topic groups first (so HDBSCAN finds clusters), then the rest of the file."""
-    with HEADLINES.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["title"].strip()]
+    """Real titles from the bundled UCI sample: topic groups first (40 headlines from each of its five
+    largest stories, so HDBSCAN finds clusters), then the rest of the file."""
+    rows = [r for r in sample_rows() if r["TITLE"].strip()]
+    stories = collections.Counter(r["STORY"] for r in rows)
     chosen: dict[str, dict[str, str]] = {}
-    for keyword in ("gaza", "trump", "ukraine", "biden", "election"):
-        for r in [r for r in rows if keyword in r["title"].lower()][:40]:
-            chosen.setdefault(r["guid"], r)
+    for story, _ in stories.most_common(5):
+        for r in [r for r in rows if r["STORY"] == story][:40]:
+            chosen.setdefault(r["ID"], r)
     for r in rows:
         if len(chosen) >= n:
             break
-        chosen.setdefault(r["guid"], r)
+        chosen.setdefault(r["ID"], r)
     base_ms = 1_714_000_000_000
     return [
-        {"id": r["guid"], "title": r["title"], "description": r["description"], "published_at": base_ms + i * 60_000}
+        {"id": f"uci-{r['ID']}", "title": r["TITLE"], "source": r["PUBLISHER"], "published_at": base_ms + i * 60_000}
         for i, r in enumerate(list(chosen.values())[:n])
     ]
 

@@ -14,7 +14,6 @@ Servers a test starts bind 127.0.0.1 and are stopped by that test.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import random
@@ -35,15 +34,13 @@ from streamer.config.connections import MilvusSettings
 from streamer.domain.events import AssignmentEvent
 from streamer.domain.headline import RawRecord
 from streamer.domain.validation import Rejection, parse_record
-from tests.conftest import DATA
 from tests.plugins.kafka_broker import KafkaBroker, create_topic
 from tests.plugins.milvus_server import MilvusServer
 from tests.plugins.streamer_fixtures import isolated_settings, read_all
+from tests.sample_data import uci_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-UCI = DATA / "uci-news-aggregator" / "newsCorpora_noURL.part01.tsv"
-UCI_ROWS = 50_000  # data rows in UCI (all of them valid headlines with distinct ids)
 BATCH = 64
 PARTITIONS = 2
 
@@ -63,22 +60,16 @@ BURST_SCALE = max(1.0, (USUAL_RATE * BURST_LEAD_SECONDS + BURST_RATE * BURST_SEC
 
 
 def uci_headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
-    """``n`` headline messages from the UCI News Aggregator TSV (unique ids ``uci-<ID>``), valid ones only."""
+    """``n`` valid headline messages from message ``skip`` on of the bundled UCI sample, replayed
+    with fresh unique ids when a test needs more than its 2,000 rows (tests/sample_data.py)."""
     out: list[dict[str, Any]] = []
-    with UCI.open(encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)  # header
-        for i, row in enumerate(rows):
-            if i < skip or len(row) < 7:
-                continue
-            message = {"id": f"uci-{row[0]}", "title": row[1], "source": row[2], "published_at": int(row[6])}
-            record = RawRecord("t", 0, 0, None, json.dumps(message).encode(), (), 0)
-            if isinstance(parse_record(record, max_bytes=65_536, ingested_at_ms=0), Rejection):
-                continue
-            out.append(message)
-            if len(out) == n:
-                break
-    assert len(out) == n, f"only {len(out)} usable rows in {UCI}"
+    for message in uci_stream(skip):
+        record = RawRecord("t", 0, 0, None, json.dumps(message).encode(), (), 0)
+        if isinstance(parse_record(record, max_bytes=65_536, ingested_at_ms=0), Rejection):
+            continue
+        out.append(message)
+        if len(out) == n:
+            break
     return out
 
 
@@ -360,7 +351,7 @@ def test_milvus_outage_pauses_ingest_and_resumes(service_factory: Any, kafka_boo
         bootstrap = kafka_bootstrap_servers
         s = fault_settings(bootstrap, server.uri, milvus={"uri": server.uri, "timeout_s": 5})
         group, topic = s["kafka"]["group_id"], s["kafka"]["input_topic"]
-        headlines = uci_headlines(1200, skip=20_000)
+        headlines = uci_headlines(1200)
         svc = service_factory(s, name="milvus-outage").start()
         producer = produce_in_background(bootstrap, topic, headlines, rate_per_s=50)
         wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 100, 60, "100 processed")
@@ -426,10 +417,8 @@ def test_burst_at_ten_times_the_usual_rate_is_absorbed(
     usual_n, burst_n = round(USUAL_RATE * BURST_LEAD_SECONDS), round(BURST_RATE * BURST_SECONDS)
     bootstrap = kafka_bootstrap_servers
     s = fault_settings(bootstrap, str(tmp_path / "milvus.db"))
-    # Rows from 30,000 on (as always with the defaults); a longer burst starts earlier so that it fits in the file.
-    skip = max(0, min(30_000, UCI_ROWS - usual_n - burst_n))
-    usual = uci_headlines(usual_n, skip=skip)
-    burst = uci_headlines(burst_n, skip=skip + len(usual))
+    usual = uci_headlines(usual_n)
+    burst = uci_headlines(burst_n, skip=len(usual))
     headlines = usual + burst
     svc = service_factory(s, name="burst").start()
     pid = svc.proc.pid
@@ -485,5 +474,5 @@ def test_burst_at_ten_times_the_usual_rate_is_absorbed(
         peak_lag_after_burst_start_s=round(peak_at - burst_started, 1),
         lag_at_burst_end=int(at_burst_end[-1]) if at_burst_end else None, rss_start_mib=rss[0] // 1024**2,
         rss_peak_mib=peak // 1024**2, drained_after_burst_s=round(drain_s + lag_zero_s, 1),
-        throughput=f"{len(headlines) / total_s:.0f}/s", uci_rows=f"{skip}..{skip + len(headlines) - 1}",
+        throughput=f"{len(headlines) / total_s:.0f}/s", uci_messages=f"0..{len(headlines) - 1}",
     )

@@ -15,24 +15,20 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamer.adapters.files import read_headlines
 from streamer.adapters.milvus.store import MilvusStore
 from streamer.config.connections import MilvusSettings
 from streamer.domain.events import AssignmentEvent, ClusterEvent
-from tests.conftest import DATA
 from tests.plugins.streamer_fixtures import isolated_settings
+from tests.sample_data import uci_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-TUTORIAL = DATA / "news-headlines-2024" / "news_data_dedup.csv"
 
 
 def _headlines(n: int, skip: int = 0) -> list[dict[str, Any]]:
-    records, _ = read_headlines(TUTORIAL, skip=skip, limit=n)
-    return [
-        {"id": r.headline.id, "title": r.headline.title, "description": r.headline.description, "published_at": r.headline.published_at_ms}
-        for r in records
-    ]
+    """Rows ``skip .. skip+n`` of the bundled UCI sample (2,000 real headlines, time-ordered) as messages."""
+    assert skip + n <= 2000, "more than the bundled sample holds"
+    return uci_messages(n, skip)
 
 
 def _settings(bootstrap: str, tmp_path: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -219,7 +215,7 @@ def test_restart_keeps_cluster_ids(
 
 
 def _breaking_story() -> list[dict[str, Any]]:
-    """Twelve headlines of one story no tutorial headline is about, phrased a little differently each time."""
+    """Twelve headlines of one story no sample headline is about, phrased a little differently each time."""
     openings = ["Penguins escape from Zurich zoo", "Zurich zoo penguins break out", "Escaped Zurich zoo penguins"]
     endings = ["and ride a city tram", "and board a tram downtown", "seen riding Zurich trams", "caught on a tram"]
     return [
@@ -268,7 +264,7 @@ def test_breaking_story_gets_an_emerging_topic_before_the_next_run(
     main_topic, members = max(((cid, sum(1 for v in final.values() if v == cid)) for cid in topics), key=lambda t: t[1])
     assert main_topic in emerging_ids and members >= 9, final
     # The story's first headlines were noise when they arrived and were moved into the topic later
-    # (other topics may emerge among the tutorial headlines too: every move goes to an emerging id).
+    # (other topics may emerge among the sample headlines too: every move goes to an emerging id).
     moved = [e for e in assignments if e.reason == "emerging"]
     assert all(e.cluster_id in emerging_ids for e in moved)
     assert {e.headline_id for e in moved if e.cluster_id == main_topic} & {"penguins-0", "penguins-1"}
