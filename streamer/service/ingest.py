@@ -330,8 +330,7 @@ class IngestPipeline:
                 m.end_to_end_seconds.observe(max(0.0, acked - record.timestamp_ms / 1000))
         for event in moved:
             m.assignments.labels(event.reason.value, event.status.value).inc()
-        for event in (*events, *moved):
-            self._holder.last_assigned[event.headline_id] = event.cluster_id
+        self._holder.record_published((*events, *moved))
         # 8. the window learns the arrivals (the re-clusterer runs on its own schedule)
         if self._listener is not None:
             unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)

@@ -54,7 +54,6 @@ from streamer.service.snapshots import (
     STATE_ID_COUNTER_KEY,
     STATE_REGISTRY_KEY,
     STATE_SNAPSHOT_KEY,
-    UNASSIGNED,
     LiveSnapshot,
     SnapshotHolder,
     decode_state,
@@ -246,8 +245,7 @@ class Reclusterer:
         assignments = self._changed_assignments(computed, live)
         await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(tracking.events))
         await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
-        for event in assignments:
-            self._holder.last_assigned[event.headline_id] = event.cluster_id
+        self._holder.record_published(assignments)
         phase("publish")
         await self.persist(retrier, live)
         phase("persist")
@@ -286,7 +284,7 @@ class Reclusterer:
         events = []
         for pos, hid in enumerate(computed.ids):
             cluster = live.stable(int(snapshot.labels[pos]))
-            if self._holder.last_assigned.get(hid, UNASSIGNED) == cluster:
+            if not self._holder.needs_event(hid, cluster):
                 continue
             headline = Headline(
                 id=hid,
@@ -315,11 +313,13 @@ class Reclusterer:
 
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Load the registry and snapshot read back from the state topic (after a restart)."""
+        if STATE_SNAPSHOT_KEY in state:
+            live = snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY]))
+            self._holder.swap(live)
+            self._holder.seed_from(live)  # noise included: a restart does not re-publish it
         if STATE_REGISTRY_KEY in state:
             self.registry.load_state(decode_state(state[STATE_REGISTRY_KEY]))
-            self._holder.last_assigned.update(self.registry.cluster_of())
-        if STATE_SNAPSHOT_KEY in state:
-            self._holder.swap(snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY])))
+            self._holder.last_assigned.update(self.registry.cluster_of())  # placements since the run
         if STATE_ID_COUNTER_KEY in state:  # ids minted for emerging topics after the last run
             self.restored_emerging = self.registry.restore_emerging(json.loads(state[STATE_ID_COUNTER_KEY]))
             self._holder.last_assigned.update(

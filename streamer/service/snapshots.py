@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from streamer.core.snapshot import Snapshot
+from streamer.domain.events import AssignmentEvent, AssignmentStatus
 from streamer.domain.headline import NOISE
 
 #: State-topic key of the registry's id counter and the emerging topics minted since the last run
@@ -39,11 +41,27 @@ class SnapshotHolder:
 
     def __init__(self) -> None:
         self.current: LiveSnapshot | None = None
-        #: Cluster id last published per headline (arrival or re-cluster), to publish only changes.
+        #: Cluster id last published per headline (arrival or re-cluster), to publish only changes;
+        #: :data:`UNASSIGNED` for a headline published as "unassigned" (before the first run).
         self.last_assigned: dict[str, int] = {}
 
     def swap(self, live: LiveSnapshot) -> None:
         self.current = live
+
+    def record_published(self, events: Iterable[AssignmentEvent]) -> None:
+        """Remember what downstream now holds for each event's headline."""
+        for event in events:
+            unassigned = event.status == AssignmentStatus.UNASSIGNED
+            self.last_assigned[event.headline_id] = UNASSIGNED if unassigned else event.cluster_id
+
+    def needs_event(self, headline_id: str, cluster_id: int) -> bool:
+        """Whether placing ``headline_id`` in ``cluster_id`` (or noise) changes what downstream holds."""
+        return self.last_assigned.get(headline_id, UNASSIGNED) != cluster_id
+
+    def seed_from(self, live: LiveSnapshot) -> None:
+        """What a run published for each headline of its window (a restart's starting point)."""
+        s = live.snapshot
+        self.last_assigned.update({hid: live.stable(int(label)) for hid, label in zip(s.ids, s.labels.tolist(), strict=True)})
 
 
 #: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".
