@@ -26,20 +26,23 @@ help:
 	@echo "make reliability-burst  a full minute at 10x the usual rate (docs/reliability.md; BURST_SECONDS=60)"
 	@echo "make kafka-up    start a local Kafka broker (KRaft, 127.0.0.1); make kafka-down stops it"
 
-# Debian packages the project needs beyond the base image: Java and Maven for the Kafka broker,
-# iproute2/util-linux for the Milvus server's private network namespace.
+# Debian packages the project needs beyond the base image: venv/ensurepip for the virtualenv (Debian's
+# python3 leaves them out), Java and Maven for the Kafka broker, iproute2/util-linux for the Milvus
+# server's private network namespace, openssl for the TLS test's certificates.
 system-deps:
 	@missing=""; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"

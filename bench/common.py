@@ -1,8 +1,16 @@
-"""Shared benchmark helpers: UCI windows, cached embeddings, peak-RSS measurement in subprocesses."""
+"""Shared benchmark helpers: UCI windows, cached embeddings, peak-RSS measurement in subprocesses.
+
+The benches read the UCI News Aggregator in time order (50,000-row parts
+``newsCorpora_noURL.part01.tsv`` ..., docs/benchmarks.md), which is not in the repository: every bench that reads it
+takes ``--data DIR`` (:func:`add_data_argument`), the folder that holds ``uci-news-aggregator/``
+with those parts (or the parts themselves). The default is ``../shared/data`` beside the checkout.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -14,10 +22,50 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-UCI = DATA / "uci-news-aggregator"
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+# How a bench hands its --data to the interpreters it starts (run_measured, child replays).
+DATA_ENV = "BENCH_DATA_DIR"
+DATA = Path(os.environ.get(DATA_ENV, DEFAULT_DATA))
+UCI_PARTS = "newsCorpora_noURL.part*.tsv"
 CACHE = REPO / ".cache" / "bench"
 sys.path.insert(0, str(REPO))
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data DIR``: where the UCI News Aggregator parts are (call :func:`use_data` with it)."""
+    parser.add_argument(
+        "--data", type=Path, default=DATA, metavar="DIR",
+        help=f"folder holding uci-news-aggregator/{UCI_PARTS} (the UCI News Aggregator in time order, "
+             f"split in parts), or holding those parts directly (default: {DEFAULT_DATA})",
+    )
+
+
+def use_data(path: Path) -> None:
+    """Read UCI rows from ``path`` (``--data``), here and in every interpreter this bench starts."""
+    global DATA
+    DATA = Path(path).resolve()
+    os.environ[DATA_ENV] = str(DATA)
+
+
+def _uci_folder(data: Path) -> Path:
+    return (data / "uci-news-aggregator" if (data / "uci-news-aggregator").is_dir() else data).resolve()
+
+
+def uci_parts() -> list[Path]:
+    """The UCI part files under ``DATA`` in stream order; exits naming --data when there are none."""
+    folder = _uci_folder(DATA)
+    parts = sorted(folder.glob(UCI_PARTS))
+    if not parts:
+        raise SystemExit(f"no UCI News Aggregator parts ({UCI_PARTS}) in {folder}: pass --data DIR")
+    return parts
+
+
+def cache_path(name: str) -> Path:
+    """``.cache/bench/<name>.npy`` for embeddings of the default data; another --data gets its own names."""
+    folder = _uci_folder(DATA)
+    if folder != _uci_folder(DEFAULT_DATA):
+        name = f"{name}@{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
+    return CACHE / f"{name}.npy"
 
 
 class MirrorOnly:
@@ -31,7 +79,7 @@ def uci_rows(start: int, count: int) -> list[dict[str, str]]:
     """Rows ``start .. start+count`` of the time-ordered UCI stream (parts concatenated)."""
     out: list[dict[str, str]] = []
     skipped = 0
-    for part in sorted(UCI.glob("newsCorpora_noURL.part*.tsv")):
+    for part in uci_parts():
         with part.open(encoding="utf-8") as fh:
             reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
             for row in reader:
@@ -45,9 +93,9 @@ def uci_rows(start: int, count: int) -> list[dict[str, str]]:
 
 
 def embeddings(name: str, texts: list[str]) -> np.ndarray:
-    """Embed with the bundled model, cached under .cache/bench/<name>.npy."""
+    """Embed with the bundled model, cached under :func:`cache_path` (.cache/bench/<name>.npy)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{name}.npy"
+    path = cache_path(name)
     if path.exists():
         cached = np.load(path)
         if len(cached) == len(texts):
@@ -65,7 +113,7 @@ def uci_window(start: int, count: int) -> tuple[list[str], list[str], np.ndarray
     """(ids, titles, stories, vectors) of a UCI window."""
     rows = uci_rows(start, count)
     titles = [r["TITLE"] for r in rows]
-    superset = CACHE / "uci_0_100000.npy"
+    superset = cache_path("uci_0_100000")
     if start + count <= 100_000 and superset.exists():  # windows of the first 100k share one cache
         vectors = np.load(superset, mmap_mode="r")[start : start + count].copy()
     else:

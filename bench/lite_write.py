@@ -8,7 +8,7 @@ vectors) through ``MilvusStore`` in upserts of ``--batch`` rows (64: one micro-b
 ingest loop writes them, write-behind or not) and reports the process CPU time (all threads)
 per flush setting and upsert size.
 
-Usage: .venv/bin/python bench/lite_write.py [--rows 6000] [--flush-rows 4096 1024 0] [--batch 64 512]
+Usage: .venv/bin/python bench/lite_write.py [--rows 6000] [--flush-rows 4096 1024 0] [--batch 64 512] [--data DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import uci_window  # noqa: E402
+from common import add_data_argument, uci_window, use_data  # noqa: E402
 
 from streamer.adapters.milvus.store import MilvusStore
 from streamer.config.connections import MilvusSettings
@@ -49,10 +49,12 @@ def measure(headlines: list[Headline], vectors, flush_rows: int, batch: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--flush-rows", type=int, nargs="+", default=[4096, 2048, 1024, 512, 256, 0])
     parser.add_argument("--batch", type=int, nargs="+", default=[64])
     args = parser.parse_args()
+    use_data(args.data)
     ids, titles, _, vectors = uci_window(0, args.rows)
     headlines = [Headline(id=i, title=t, published_at_ms=0) for i, t in zip(ids, titles, strict=True)]
     # 4,096: the default with the search mirror (the service's Lite default); 256: without it;

@@ -7,7 +7,7 @@ indexed search against the exact one, and the slowest 64-row upsert while the co
 to that size (what ingest waits for), with the index (re)trained inside the upsert and in the
 background.
 
-Usage: .venv/bin/python bench/mirror_search.py [--sizes 20000 50000 100000] [--nprobe 32]
+Usage: .venv/bin/python bench/mirror_search.py [--sizes 20000 50000 100000] [--nprobe 32] [--data DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, MirrorOnly, uci_window  # noqa: E402
+from common import CACHE, MirrorOnly, add_data_argument, uci_window, use_data  # noqa: E402
 
 from streamer.adapters.milvus.mirror import MirroredStore
 from streamer.domain.headline import Headline
@@ -51,10 +51,12 @@ def timed_search(mirror: MirroredStore, queries: np.ndarray) -> tuple[list[list[
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 99_000])
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--queries", type=int, default=640)
     args = parser.parse_args()
+    use_data(args.data)
     ids, _, _, vectors = uci_window(0, 100_000)
     results = []
     for n in args.sizes:

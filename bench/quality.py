@@ -3,7 +3,7 @@
 Uses streamer's own code (exact kNN graph, HDBSCAN, attach rule) with its defaults, and the
 tutorial's parameters on the same sparse graph for comparison. Noise counts as singletons.
 Usage:
-    .venv/bin/python bench/quality.py [--windows 0 50000 100000 150000 200000]
+    .venv/bin/python bench/quality.py [--windows 0 50000 100000 150000 200000] [--data DIR]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, uci_window  # noqa: E402
+from common import CACHE, add_data_argument, uci_window, use_data  # noqa: E402
 
 from streamer.batch.cluster import cluster_vectors
 from streamer.config.sections import ClusteringSettings, GraphSettings
@@ -36,9 +36,11 @@ CONFIGS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--windows", type=int, nargs="+", default=[0, 50_000, 100_000, 150_000, 200_000])
     parser.add_argument("--size", type=int, default=10_000)
     args = parser.parse_args()
+    use_data(args.data)
     rows = []
     for start in args.windows:
         ids, _, stories, vectors = uci_window(start, args.size)

@@ -1,15 +1,21 @@
 """`make bench`: every benchmark in docs/benchmarks.md, one after another (about 45 minutes).
 
 Run it on a quiet machine: the streaming latency and the scale cases are sensitive to other load.
+``--data DIR`` (where the UCI News Aggregator parts are; see bench/common.py) is passed to every step:
+    .venv/bin/python bench/run_all.py [--data DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import add_data_argument  # noqa: E402
+
 STEPS = [
     ["embed_cache.py", "--rows", "100000"],
     ["quality.py"],
@@ -21,9 +27,13 @@ STEPS = [
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description="every benchmark in docs/benchmarks.md, one after another")
+    add_data_argument(parser)
+    args = parser.parse_args()
     for step in STEPS:
-        print(f"== bench/{' '.join(step)}", flush=True)
-        code = subprocess.run([sys.executable, str(HERE / step[0]), *step[1:]], cwd=HERE.parent).returncode
+        command = [*step, "--data", str(args.data)]
+        print(f"== bench/{' '.join(command)}", flush=True)
+        code = subprocess.run([sys.executable, str(HERE / step[0]), *command[1:]], cwd=HERE.parent).returncode
         if code != 0:
             print(f"bench/{step[0]} failed with exit code {code}", file=sys.stderr)
             return code

@@ -10,7 +10,7 @@ Cases (each in its own process; peak RSS from wait4):
 - recluster1m: the same on 1,000,000 synthetic unit vectors (64-d, 20k clusters); the initial
   graph is built with IVF before timing. Target <= 10 min, <= 16 GB.
 
-Usage: .venv/bin/python bench/scale.py [--cases batch100k recluster100k recluster1m]
+Usage: .venv/bin/python bench/scale.py [--cases batch100k recluster100k recluster1m] [--data DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, run_measured  # noqa: E402
+from common import CACHE, add_data_argument, run_measured, use_data  # noqa: E402
 
 BATCH = """
 import json, time, sys, numpy as np
@@ -104,8 +104,10 @@ titles = [" ".join(words[rng.integers(0, 10, 4)]) for _ in range(total)]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--cases", nargs="+", default=["batch100k", "recluster100k", "recluster1m"])
     args = parser.parse_args()
+    use_data(args.data)
     results = {}
     for case in args.cases:
         if case == "batch100k":

@@ -11,7 +11,7 @@
 3. latency: a steady 50 msgs/s for --latency-s seconds; per headline, the assignment event's
    Kafka timestamp minus the input message's (both CreateTime, same clock); p50/p95/p99.
 
-Usage: .venv/bin/python bench/stream_e2e.py [--n 6000] [--latency-s 60] [--warmup 1000] [--roles ingest all]
+Usage: .venv/bin/python bench/stream_e2e.py [--n 6000] [--latency-s 60] [--warmup 1000] [--roles ingest all] [--data DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tools"))
-from common import CACHE, uci_rows  # noqa: E402
+from common import CACHE, add_data_argument, uci_rows, use_data  # noqa: E402
 from kafka.broker import KafkaBroker  # noqa: E402
 from streamer_process import ServiceProcess, settings_env  # noqa: E402
 
@@ -235,6 +235,7 @@ def latency(broker: KafkaBroker, workdir: Path, rows: list[dict[str, str]], rate
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--latency-s", type=float, default=60)
     parser.add_argument("--rate", type=float, default=50)
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="service settings for the throughput and latency runs, e.g. kafka.compression_type=gzip")
     args = parser.parse_args()
+    use_data(args.data)
     overrides: dict[str, dict[str, str]] = {}
     for item in args.set:
         dotted, value = item.split("=", 1)

@@ -31,7 +31,7 @@ Reported (docs/benchmarks.md):
   next-run cluster of their nearest neighbour at arrival (a predictor that knew the next run's
   labels of the neighbours, and copied the nearest one's, would score this).
 
-Usage: .venv/bin/python bench/stream_quality.py [--rows 30000] [--window-days 3] [--every 1000] [--pace stream]
+Usage: .venv/bin/python bench/stream_quality.py [--rows 30000] [--window-days 3] [--every 1000] [--pace stream] [--data DIR]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, MirrorOnly, uci_rows, uci_window  # noqa: E402
+from common import CACHE, MirrorOnly, add_data_argument, uci_rows, uci_window, use_data  # noqa: E402
 
 from streamer.config.connections import KafkaSettings
 from streamer.config.sections import ClusteringSettings, GraphSettings, TrackingSettings
@@ -313,6 +313,7 @@ def drive(replay: Replay, pace: str, every_noise: int, interval_ms: int) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--window-days", type=float, default=3.0)
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog",
@@ -327,6 +328,7 @@ def main() -> None:
                         help="search through streamer's MirroredStore, indexed from this many rows (0 = exact numpy search)")
     parser.add_argument("--out", type=Path, default=None, help="default: .cache/bench/stream_quality[_stream].json")
     args = parser.parse_args()
+    use_data(args.data)
     tracking = TrackingSettings()
     args.every = tracking.recluster_every_n if args.every is None else args.every
     args.every_noise = tracking.recluster_noise_n if args.every_noise is None else args.every_noise

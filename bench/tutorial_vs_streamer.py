@@ -10,7 +10,7 @@ streamer: read the vectors back from Milvus, exact kNN (faiss), sparse symmetric
 with streamer's defaults.
 
 Each method runs in its own process (peak RSS from wait4). Usage:
-    .venv/bin/python bench/tutorial_vs_streamer.py [--sizes 2000 10000 20000]
+    .venv/bin/python bench/tutorial_vs_streamer.py [--sizes 2000 10000 20000] [--data DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, run_measured, uci_window  # noqa: E402
+from common import CACHE, add_data_argument, run_measured, uci_window, use_data  # noqa: E402
 
 _LOAD = """
 import json, time, numpy as np, sys
@@ -81,11 +81,13 @@ print(json.dumps({{"rows": store.count()}}))
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    add_data_argument(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 20000])
     parser.add_argument("--skip-tutorial-above", type=int, default=20000)
     parser.add_argument("--as-written-max", type=int, default=2000, help="largest N for the crashing original")
     parser.add_argument("--memory-cap-gib", type=float, default=14.0)
     args = parser.parse_args()
+    use_data(args.data)
     results = []
     for n in args.sizes:
         db = str(CACHE / f"milvus_bench_{n}.db")

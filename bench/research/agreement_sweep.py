@@ -7,7 +7,7 @@ agreement with the next run and the live noise share. The defaults were chosen f
 for agreement.
 
 Command (~3 min once the UCI vectors are cached; docs/benchmarks.md quotes it):
-    .venv/bin/python bench/research/agreement_sweep.py
+    .venv/bin/python bench/research/agreement_sweep.py [--rows 30000] [--data DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_data_argument  # noqa: E402
 
 GRID: list[dict[str, object]] = [
     {},
@@ -32,14 +36,15 @@ GRID: list[dict[str, object]] = [
 ]
 
 
-def replay_one(setting: dict[str, object], rows: int) -> dict[str, object]:
+def replay_one(setting: dict[str, object], rows: int, data: Path) -> dict[str, object]:
     """One replay with ``setting`` applied to ClusteringSettings (``graph.*``: GraphSettings)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import time
 
     import stream_quality as sq
     from arrival_predictors import default_replay_args, interval_ms
+    from common import use_data
+
+    use_data(data)
 
     from streamer.config.sections import ClusteringSettings, GraphSettings
 
@@ -58,14 +63,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child replay: a JSON setting
+    add_data_argument(parser)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(replay_one(json.loads(args.one), args.rows)))
+        print(json.dumps(replay_one(json.loads(args.one), args.rows, args.data)))
         return
 
     def child(setting: dict[str, object]) -> dict[str, object]:
         # A process per replay: each patches the settings classes for itself.
-        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--one", json.dumps(setting)],
+        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--data", str(args.data), "--one", json.dumps(setting)],
                              check=True, capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 

@@ -20,7 +20,7 @@ and ``next_run_id_unborn`` the share whose next-run cluster had no id yet when t
 (only a topic started at arrival and kept by the run could give them their id).
 
 Command (~40 s once the UCI vectors are cached; docs/benchmarks.md quotes it):
-    .venv/bin/python bench/research/arrival_predictors.py [--pace backlog|stream] [--rows 30000]
+    .venv/bin/python bench/research/arrival_predictors.py [--pace backlog|stream] [--rows 30000] [--data DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_quality as sq  # noqa: E402
+from common import add_data_argument, use_data  # noqa: E402
 
 from streamer.config.sections import TrackingSettings
 from streamer.domain.headline import NOISE, Headline
@@ -111,11 +112,13 @@ def interval_ms() -> int:
 
 
 def run_replay(replay_class: type[ScoredReplay]) -> ScoredReplay:
-    """Parse --rows/--pace, replay the stream with the service's defaults through ``replay_class``."""
+    """Parse --rows/--pace/--data, replay the stream with the service's defaults through ``replay_class``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog")
+    add_data_argument(parser)
     args = parser.parse_args()
+    use_data(args.data)
     ns = default_replay_args(args.rows, args.pace)
     replay = replay_class(ns)
     sq.drive(replay, args.pace, ns.every_noise, interval_ms())

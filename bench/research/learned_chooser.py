@@ -19,7 +19,7 @@ only publish an id that exists at arrival, so ``reachable`` (next-run label amon
 candidates) bounds it.
 
 Command (~40 s once the UCI vectors are cached; docs/benchmarks.md quotes it):
-    .venv/bin/python bench/research/learned_chooser.py [--pace backlog|stream] [--rows 30000]
+    .venv/bin/python bench/research/learned_chooser.py [--pace backlog|stream] [--rows 30000] [--data DIR]
 """
 
 from __future__ import annotations

@@ -12,7 +12,16 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-DATA_DIR = "/work/shared/data/uci-news-aggregator"
+# The UCI parts' folder; quality_sweep.py sets it from --data (default: ../shared/data beside the checkout).
+DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+                                         "data", "uci-news-aggregator"))
+
+
+def use_data(path: str) -> None:
+    """``--data DIR``: DIR holds uci-news-aggregator/newsCorpora_noURL.partNN.tsv, or those parts directly."""
+    global DATA_DIR
+    nested = os.path.join(path, "uci-news-aggregator")
+    DATA_DIR = os.path.abspath(nested if os.path.isdir(nested) else path)
 CACHE_DIR = os.environ.get("QS_CACHE", "/tmp")
 EPS = 1e-6  # distances are stored as max(d, EPS): scipy may drop explicit zeros (exact duplicates)
 

@@ -4,8 +4,8 @@
 Command (from anywhere; ~10-15 min on 2 cores once embeddings are cached, ~1 min per
 window to embed otherwise):
 
-    HF_HUB_OFFLINE=1 /work/main/.venv/bin/python /work/main/bench/research/quality_sweep.py \
-        --tune 01 03 --holdout 05 --extra 02 04 --out /work/main/bench/research/quality_sweep_results.md
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/research/quality_sweep.py \
+        --tune 01 03 --holdout 05 --extra 02 04 [--data DIR] [--out bench/research/quality_sweep_results.md]
 
 What it does
   * Windows: rows 0-9999 (after the header) of newsCorpora_noURL.partNN.tsv. Gold = STORY id.
@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qs_common  # noqa: E402
 from qs_common import (  # noqa: E402
     bcubed,
     build_graph,
@@ -288,7 +289,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", nargs="+", default=["01", "03"])
     ap.add_argument("--holdout", nargs="*", default=["05"])
-    ap.add_argument("--out", default="/work/main/bench/research/quality_sweep_results.md")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_sweep_results.md"))
+    ap.add_argument("--data", default=qs_common.DATA_DIR, metavar="DIR",
+                    help="folder holding uci-news-aggregator/newsCorpora_noURL.partNN.tsv (the UCI News Aggregator "
+                         "in parts), or holding those parts directly (default: ../shared/data beside the checkout)")
     ap.add_argument("--extra", nargs="*", default=["02", "04"],
                     help="further held-out windows for stage 4 only")
     ap.add_argument("--only-robust", action="store_true",
@@ -297,6 +301,7 @@ def main():
                     help="run only the final table and append it to --out")
     ap.add_argument("--json", default="/tmp/quality_sweep_results.json")
     args = ap.parse_args()
+    qs_common.use_data(args.data)
     T0 = time.time()
     tune = [Window(p) for p in args.tune]
     hold = [Window(p) for p in args.holdout]

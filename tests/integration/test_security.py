@@ -60,7 +60,7 @@ def test_sasl_scram_and_milvus_token_work_and_are_never_shown(
     s = fault_settings(kafka_broker.bootstrap_servers, milvus_server_with_auth.uri,
                        milvus={"uri": milvus_server_with_auth.uri, "token": token})
     s["kafka"].update(_sasl(kafka_broker, user, password))
-    headlines = uci_headlines(100, skip=45_000)
+    headlines = uci_headlines(100, skip=1_500)
     try:
         svc = service_factory(s, name="secure")
         svc.start()
@@ -152,7 +152,7 @@ def test_kafka_over_tls(service_factory: Any, tmp_path: Path) -> None:
             "security_protocol": "SSL",
             "ssl_cafile": str(cafile),
         })
-        headlines = uci_headlines(60, skip=46_000)
+        headlines = uci_headlines(60, skip=1_700)
         svc = service_factory(s, name="tls").start()
         produce(broker.bootstrap_servers, s["kafka"]["input_topic"], headlines)
         wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= len(headlines), 120, "all processed")

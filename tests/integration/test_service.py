@@ -86,7 +86,11 @@ def test_every_headline_gets_exactly_one_arrival_event(
     s = _settings(kafka_bootstrap_servers, tmp_path)
     svc = service_factory(s).start()
     headlines = _headlines(300)
-    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines)
+    # Two thirds, then the rest once a clustering has run (its trigger: 200 arrivals), so that
+    # later arrivals meet a snapshot however fast the first ones were embedded.
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines[:200])
+    wait_for(lambda: svc.metric_value("streamer_recluster_runs_total") >= 1, 180, "a first clustering")
+    produce(kafka_bootstrap_servers, s["kafka"]["input_topic"], headlines[200:])
     wait_for(lambda: svc.metric_value("streamer_messages_processed_total") >= 300, 180, "300 processed")
     assert svc.terminate() == 0
     messages = read_topic(s["kafka"]["assignments_topic"])
