@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streamer import cli_serve
 from streamer.config import Settings, load_settings
 from streamer.errors import ConfigError, InputError, StreamerError
 from streamer.logs import configure_logging, get_logger
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamer import cli_stream
 
     cli_stream.add_commands(sub, _add_setting_flags, _add_column_flags)
+    cli_serve.add_commands(sub, _add_setting_flags)
 
     settings_cmd = sub.add_parser("settings", help="print every setting with its variable and default")
     settings_cmd.add_argument("--markdown", action="store_true", help="as a Markdown table (README)")
@@ -199,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamer import cli_stream
 
         handlers.update(cli_stream.HANDLERS)
+        handlers.update(cli_serve.HANDLERS)
         return handlers[args.command](args, settings)
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -238,6 +238,8 @@ class AssignmentEvent(_Event):
     reason: AssignmentReason
     title: str
     published_at_ms: int | None = None
+    #: The headline's outlet, when the message named one (added in place: optional, so schema_version stays 1).
+    source: str | None = None
 
     @classmethod
     def make(
@@ -261,6 +263,7 @@ class AssignmentEvent(_Event):
             reason=reason,
             title=headline.title,
             published_at_ms=headline.published_at_ms,
+            source=headline.source,
         )
 
 
