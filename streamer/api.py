@@ -18,7 +18,8 @@ JSON ``{"status", "error", "fields"}``: 404 for an unknown id, 422 naming the fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,6 +47,7 @@ from streamer.readviews import (
 __all__ = ["ReadApp", "create_app", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_MAX_ANSWERS = 4096
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown id"},
     422: {"model": ErrorBody, "description": "Invalid input; `fields` names each bad field"},
@@ -54,12 +56,32 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @dataclass
 class ReadApp:
-    """What the routes read: the model, the feed's progress and the matcher (None: matching off)."""
+    """What the routes read: the model, the feed's progress and the matcher (None: matching off).
+
+    ``answers`` keeps the JSON of read answers for the model's current ``version``: many
+    dashboards asking the same question between two applied chunks of events share one
+    computation, and an answer is never older than the events applied.
+    """
 
     model: ReadModel
     progress: FeedProgress
     matcher: Matcher | None = None
     match_off_reason: str = "matching is off"
+    answers: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    answers_version: int = -1
+
+    def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Response:
+        """The JSON of ``compute()`` (a view, or None for 404), computed once per model version."""
+        if self.answers_version != self.model.version or len(self.answers) >= _MAX_ANSWERS:
+            self.answers.clear()
+            self.answers_version = self.model.version
+        body = self.answers.get(key)
+        if body is None:
+            view = compute()
+            if view is None:
+                return _error(404, f"{key[0]} {key[1]!r} not found")
+            body = self.answers[key] = view.model_dump_json().encode()
+        return Response(body, media_type="application/json")
 
 
 def _json(view: Any, status: int = 200) -> Response:
@@ -106,7 +128,9 @@ def create_app(state: ReadApp) -> FastAPI:
         q: Annotated[str | None, Query(max_length=200, description="Text the keywords or exemplar contain")] = None,
     ) -> Response:
         """Live topics ranked by growth (last hour minus the hour before), size or most recent headline."""
-        return _json(state.model.topics(sort=sort, limit=limit, offset=offset, q=q))
+        return state.answer(
+            ("topics", sort, limit, offset, q), lambda: state.model.topics(sort=sort, limit=limit, offset=offset, q=q)
+        )
 
     @app.get("/api/topics/{topic_id}", response_model=TopicDetail, responses=_ERRORS, tags=["topics"])
     async def get_topic(
@@ -116,18 +140,15 @@ def create_app(state: ReadApp) -> FastAPI:
         bucket_minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60)] = 60,
     ) -> Response:
         """A topic (live, merged or expired) with its current headlines, newest first, and its timeline."""
-        detail = state.model.topic(topic_id, offset=offset, limit=limit, bucket_ms=bucket_minutes * 60_000)
-        if detail is None:
-            return _error(404, f"topic {topic_id} not found")
-        return _json(detail)
+        return state.answer(
+            ("topic", topic_id, offset, limit, bucket_minutes),
+            lambda: state.model.topic(topic_id, offset=offset, limit=limit, bucket_ms=bucket_minutes * 60_000),
+        )
 
     @app.get("/api/headlines/{headline_id:path}", response_model=HeadlineView, responses=_ERRORS, tags=["headlines"])
     async def get_headline(headline_id: Annotated[str, PathParam(min_length=1, max_length=512)]) -> Response:
         """A headline of the window: its current topic and the assignment events it had."""
-        view = state.model.headline(headline_id)
-        if view is None:
-            return _error(404, f"headline {headline_id!r} not found (unknown, or out of the window)")
-        return _json(view)
+        return state.answer(("headline", headline_id), lambda: state.model.headline(headline_id))
 
     @app.post(
         "/api/match",

@@ -52,6 +52,19 @@ _MAX_TIMELINE_BUCKETS = 240
 _HISTORY_KEPT = 20
 
 
+@dataclass(slots=True, frozen=True)
+class _Record:
+    """One assignment event of a headline (an :class:`AssignmentRecord` when asked for)."""
+
+    event_id: str
+    cluster_id: int
+    status: str
+    reason: str
+    run_id: int
+    probability: float
+    emitted_at_ms: int
+
+
 @dataclass(slots=True)
 class _Headline:
     id: str
@@ -61,13 +74,15 @@ class _Headline:
     cluster_id: int = NOISE
     status: str = "unassigned"
     probability: float = 0.0
-    history: list[AssignmentRecord] = field(default_factory=list)
+    history: list[_Record] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Topic:
     id: int
     members: SortedList = field(default_factory=SortedList)  # (time_ms, headline id)
+    size: int = 0
+    hours: dict[int, int] = field(default_factory=dict)  # headlines per hour of event time
     sources: Counter[str] = field(default_factory=Counter)
     keywords: list[str] = field(default_factory=list)
     exemplar_id: str | None = None
@@ -92,7 +107,7 @@ class _Bands:
     """
 
     def __init__(self) -> None:
-        self.by_minute: dict[int, Counter[int]] = {}
+        self.by_minute: dict[int, dict[int, int]] = {}
         self.now_min: int | None = None
 
     def band(self, minute: int) -> int | None:
@@ -103,10 +118,14 @@ class _Bands:
         return 0 if 0 <= age < 60 else 1 if 60 <= age < 120 else None
 
     def count(self, topic: _Topic, minute: int, delta: int) -> None:
-        counts = self.by_minute.setdefault(minute, Counter())
-        counts[topic.id] += delta
-        if counts[topic.id] <= 0:
-            del counts[topic.id]
+        counts = self.by_minute.get(minute)
+        if counts is None:
+            counts = self.by_minute[minute] = {}
+        n = counts.get(topic.id, 0) + delta
+        if n > 0:
+            counts[topic.id] = n
+        else:
+            counts.pop(topic.id, None)
             if not counts:
                 del self.by_minute[minute]
         _shift(topic, self.band(minute), delta)
@@ -115,23 +134,23 @@ class _Bands:
         old = self.now_min
         if old is not None and now_min <= old:
             return
-        if old is None or now_min - old >= 120:
-            self.now_min = now_min
+        self.now_min = now_min
+        if old is None or now_min - old >= 60:
             for topic in topics.values():
                 topic.last_hour = topic.previous_hour = 0
-            minutes = range(now_min - 119, now_min + 1)
-            for minute in minutes:
+            for minute in range(now_min - 119, now_min + 1):
                 for tid, n in self.by_minute.get(minute, {}).items():
                     _shift(topics[tid], self.band(minute), n)
             return
-        bands_before = {m: self.band(m) for m in range(old - 119, now_min + 1) if m in self.by_minute}
-        self.now_min = now_min
-        for minute, before in bands_before.items():
-            after = self.band(minute)
-            if after != before:
-                for tid, n in self.by_minute[minute].items():
-                    _shift(topics[tid], before, -n)
-                    _shift(topics[tid], after, n)
+        # Less than an hour later: minutes (old-60, now-60] leave the last hour for the one
+        # before, and minutes (old-120, now-120] leave that one.
+        for minute in range(old - 59, now_min - 59):
+            for tid, n in self.by_minute.get(minute, {}).items():
+                topics[tid].last_hour -= n
+                topics[tid].previous_hour += n
+        for minute in range(old - 119, now_min - 119):
+            for tid, n in self.by_minute.get(minute, {}).items():
+                topics[tid].previous_hour -= n
 
 
 def _shift(topic: _Topic, band: int | None, delta: int) -> None:
@@ -176,19 +195,16 @@ class ReadModel:
             self._by_time.add((time_ms, headline.id))
         elif event.source and not headline.source:
             headline.source = event.source
-        record = AssignmentRecord(
-            event_id=event.event_id,
-            cluster_id=event.cluster_id,
-            status=event.status.value,
-            reason=event.reason.value,
-            run_id=event.run_id,
-            probability=event.probability,
-            emitted_at_ms=event.emitted_at_ms,
+        status = str(event.status)
+        record = _Record(
+            event.event_id, event.cluster_id, status, str(event.reason), event.run_id, event.probability, event.emitted_at_ms
         )
-        headline.history.append(record)
-        del headline.history[:-_HISTORY_KEPT]
+        history = headline.history
+        history.append(record)
+        if len(history) > _HISTORY_KEPT:
+            del history[0]
         self._move(headline, event.cluster_id)
-        headline.status = event.status.value
+        headline.status = status
         headline.probability = event.probability
         self._expire()
 
@@ -228,9 +244,16 @@ class ReadModel:
         if headline.cluster_id == cluster_id:
             return
         minute = headline.time_ms // MINUTE_MS
+        hour = headline.time_ms // HOUR_MS
         if headline.cluster_id != NOISE:
             old = self._topics[headline.cluster_id]
             old.members.remove((headline.time_ms, headline.id))
+            old.size -= 1
+            left = old.hours[hour] - 1
+            if left:
+                old.hours[hour] = left
+            else:
+                del old.hours[hour]
             if headline.source:
                 old.sources[headline.source] -= 1
                 if old.sources[headline.source] <= 0:
@@ -240,6 +263,8 @@ class ReadModel:
         if cluster_id != NOISE:
             new = self._topic(cluster_id)
             new.members.add((headline.time_ms, headline.id))
+            new.size += 1
+            new.hours[hour] = new.hours.get(hour, 0) + 1
             if headline.source:
                 new.sources[headline.source] += 1
             self._bands.count(new, minute, 1)
@@ -268,7 +293,7 @@ class ReadModel:
         return len(self._headlines)
 
     def live_topic_count(self) -> int:
-        return sum(1 for t in self._topics.values() if t.state == "live" and t.members)
+        return sum(1 for t in self._topics.values() if t.state == "live" and t.size)
 
     def cluster_of(self, headline_id: str) -> int | None:
         headline = self._headlines.get(headline_id)
@@ -284,14 +309,14 @@ class ReadModel:
             raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
         needle = (q or "").strip().lower()
         chosen = [
-            t for t in self._topics.values() if t.state == "live" and t.members and (not needle or needle in t.search)
+            t for t in self._topics.values() if t.state == "live" and t.size and (not needle or needle in t.search)
         ]
         if sort == "growth":
-            key = lambda t: (t.last_hour - t.previous_hour, t.last_hour, len(t.members), t.id)  # noqa: E731
+            key = lambda t: (t.last_hour - t.previous_hour, t.last_hour, t.size, t.id)  # noqa: E731
         elif sort == "size":
-            key = lambda t: (len(t.members), t.last_hour, t.id)  # noqa: E731
+            key = lambda t: (t.size, t.last_hour, t.id)  # noqa: E731
         else:
-            key = lambda t: (t.members[-1][0], len(t.members), t.id)  # noqa: E731
+            key = lambda t: (t.members[-1][0], t.size, t.id)  # noqa: E731
         chosen.sort(key=key, reverse=True)
         page = chosen[offset : offset + limit]
         return TopicList(
@@ -316,8 +341,14 @@ class ReadModel:
             while (last - first) // bucket + 1 > _MAX_TIMELINE_BUCKETS:
                 bucket *= 2
             start = first - first % bucket
+            hours = topic.hours
             for begin in range(start, last + 1, bucket):
-                timeline.append(TimelineBucket(start_ms=begin, count=self._between(topic, begin, begin + bucket)))
+                if bucket % HOUR_MS == 0:  # whole hours: from the hourly counts, no bisection
+                    h0 = begin // HOUR_MS
+                    count = sum(hours.get(h, 0) for h in range(h0, h0 + bucket // HOUR_MS))
+                else:
+                    count = self._between(topic, begin, begin + bucket)
+                timeline.append(TimelineBucket(start_ms=begin, count=count))
         return TopicDetail(
             **self._summary(topic).model_dump(),
             top_sources=topic.sources.most_common(10),
@@ -340,7 +371,13 @@ class ReadModel:
             cluster_id=h.cluster_id,
             status=h.status,
             topic=self._summary(topic) if topic is not None else None,
-            history=list(h.history),
+            history=[
+                AssignmentRecord(
+                    event_id=r.event_id, cluster_id=r.cluster_id, status=r.status, reason=r.reason,
+                    run_id=r.run_id, probability=r.probability, emitted_at_ms=r.emitted_at_ms,
+                )
+                for r in h.history
+            ],
         )
 
     def summary(self, cluster_id: int) -> TopicSummary | None:
@@ -355,11 +392,8 @@ class ReadModel:
         members = t.members
         spark: list[int] = []
         if self.now_ms is not None and members:
-            end = self.now_ms + 1
-            spark = [
-                self._between(t, end - (_SPARK_HOURS - i) * HOUR_MS, end - (_SPARK_HOURS - i - 1) * HOUR_MS)
-                for i in range(_SPARK_HOURS)
-            ]
+            now_hour = self.now_ms // HOUR_MS
+            spark = [t.hours.get(h, 0) for h in range(now_hour - _SPARK_HOURS + 1, now_hour + 1)]
         exemplar_id, exemplar_title = t.exemplar_id, t.exemplar_title
         if exemplar_title is None and members:  # no cluster event yet: its newest headline stands in
             exemplar_id = members[-1][1]
@@ -367,7 +401,7 @@ class ReadModel:
         return TopicSummary(
             id=t.id,
             state=t.state,  # type: ignore[arg-type]
-            size=len(members),
+            size=t.size,
             keywords=t.keywords,
             exemplar_id=exemplar_id,
             exemplar_title=exemplar_title,

@@ -59,7 +59,7 @@ class TopicSummary(_View):
     growth: int = Field(description="last_hour - previous_hour: how fast the story is growing.")
     sources: int = Field(description="Distinct sources (newsrooms) among the current headlines.")
     emerging: bool = Field(description="Started between runs from a few arrivals; the next run confirms it.")
-    sparkline: list[int] = Field(description="Headlines per hour over the last 12 hours, oldest first.")
+    sparkline: list[int] = Field(description="Headlines per clock hour (UTC, event time) over the last 12, oldest first; the last is the current hour.")
     lineage: Lineage
 
 

@@ -165,3 +165,5 @@ def test_incremental_counts_equal_a_full_rescan(stream: list[tuple[int, int, int
             assert sizes[cid] == 0
             continue
         assert (topic.size, topic.last_hour, topic.previous_hour) == (sizes[cid], last[cid], prev[cid])
+        assert sum(b.count for b in topic.timeline) == topic.size == topic.members.total
+        assert sum(topic.sparkline) == sum(1 for h, c in final.items() if c == cid and now // HOUR_MS - times[h] // HOUR_MS < 12)
