@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 BURST_SECONDS ?= 60
 
-.PHONY: help venv system-deps kafka-jars deploy-tools setup test test-unit demo demo-batch demo-stream \
+.PHONY: help venv system-deps kafka-jars deploy-tools setup test test-unit demo demo-batch demo-stream demo-serve \
         kafka-up kafka-down bench lint lint-imports settings-table clean reliability-burst
 
 help:
@@ -28,7 +28,8 @@ help:
 
 # Debian packages the project needs beyond the base image: venv/ensurepip for the virtualenv (Debian's
 # python3 leaves them out), Java and Maven for the Kafka broker, iproute2/util-linux for the Milvus
-# server's private network namespace, openssl for the TLS test's certificates.
+# server's private network namespace, openssl for the TLS test's certificates, Chromium and its
+# WebDriver for the live page's browser test (tests/integration/test_browser.py).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -37,6 +38,8 @@ system-deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -68,7 +71,7 @@ lint-imports: venv
 test-unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-demo: demo-batch demo-stream
+demo: demo-batch demo-stream demo-serve
 
 demo-batch: venv
 	@echo "== batch: streamer cluster $(DEMO_FILE)"
@@ -77,6 +80,11 @@ demo-batch: venv
 
 demo-stream: venv kafka-jars
 	$(PY) tools/demo_stream.py --file $(DEMO_FILE) --out $(DEMO_OUT)
+
+# Serves the streaming replay's saved events (out/demo/events) at the printed URL until Ctrl-C.
+demo-serve: venv
+	@echo "== serve: the live page on the demo data (Ctrl-C stops it)"
+	$(VENV)/bin/streamer serve --from $(DEMO_OUT) --set service.log_format=console --set service.log_level=WARNING
 
 kafka-up: kafka-jars
 	$(PYTHON) tools/kafka/broker.py up --dir $(KAFKA_DIR)

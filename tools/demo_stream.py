@@ -98,6 +98,10 @@ def main() -> int:
         code = service.terminate()
         assignments = asyncio.run(_read(broker.bootstrap_servers, "headline-assignments"))
         lifecycle = asyncio.run(_read(broker.bootstrap_servers, "cluster-events"))
+    events_dir = args.out / "events"  # what `streamer serve --from OUT` (make demo-serve) reads
+    events_dir.mkdir(parents=True, exist_ok=True)
+    for name, events in (("headline-assignments.jsonl", assignments), ("cluster-events.jsonl", lifecycle)):
+        (events_dir / name).write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
 
     final: dict[str, int] = {}
     for event in sorted(assignments, key=lambda e: (e["run_id"], e["emitted_at_ms"])):

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from streamer.app import batch_commands, stream_commands
+from streamer.app import batch_commands, serve_commands, stream_commands
 from streamer.app.options import overrides
 from streamer.config.settings import load_settings
 from streamer.domain.errors import ConfigError, InputError, StreamerError
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch_commands.add_commands(sub)
     stream_commands.add_commands(sub)
+    serve_commands.add_commands(sub)
     return parser
 
 
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(overrides(args))
         configure_logging(settings.service.log_level, settings.service.log_format)
-        handlers = {**batch_commands.HANDLERS, **stream_commands.HANDLERS}
+        handlers = {**batch_commands.HANDLERS, **stream_commands.HANDLERS, **serve_commands.HANDLERS}
         return handlers[args.command](args, settings)
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

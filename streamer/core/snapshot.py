@@ -63,6 +63,11 @@ class Snapshot:
     def n_clusters(self) -> int:
         return len(self.reach)
 
+    def label_of(self, headline_id: str) -> int:
+        """The run's local label of a window headline; noise for one the run did not see."""
+        pos = self.position.get(headline_id)
+        return NOISE if pos is None else int(self.labels[pos])
+
     def members(self) -> list[np.ndarray]:
         """Point positions of each cluster, by cluster index."""
         return members_by_cluster(self.labels, self.n_clusters)

@@ -7,11 +7,12 @@ at-least-once redelivery produces.
 
 from __future__ import annotations
 
+import json
 import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamer.domain.headline import NOISE, Headline, now_ms
 
@@ -59,6 +60,8 @@ class AssignmentEvent(_Event):
     reason: AssignmentReason
     title: str
     published_at_ms: int | None = None
+    #: The headline's outlet, when the message named one (added in place: optional, so schema_version stays 1).
+    source: str | None = None
 
     @classmethod
     def make(
@@ -82,6 +85,7 @@ class AssignmentEvent(_Event):
             reason=reason,
             title=headline.title,
             published_at_ms=headline.published_at_ms,
+            source=headline.source,
         )
 
 
@@ -139,5 +143,18 @@ class ClusterEvent(_Event):
     def make(cls, *, type: ClusterEventType, cluster_id: int, run_id: int, **fields: Any) -> ClusterEvent:
         event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"cluster|{type}|{cluster_id}|{run_id}"))
         return cls(event_id=event_id, type=type, cluster_id=cluster_id, run_id=run_id, **fields)
+
+
+def decode_event(kind: str, value: bytes | str) -> AssignmentEvent | ClusterEvent:
+    """One event from its JSON; unknown fields are dropped first. Raises ValueError when invalid."""
+    model: type[AssignmentEvent] | type[ClusterEvent] = AssignmentEvent if kind == "assignment" else ClusterEvent
+    try:
+        return model.model_validate_json(value)  # the common case, in pydantic-core alone
+    except ValidationError:
+        pass  # perhaps fields of a newer producer: drop them and validate again
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError("an event is a JSON object")
+    return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
 
 

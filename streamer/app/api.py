@@ -1,0 +1,203 @@
+"""The read API and the live page of ``streamer serve`` (FastAPI).
+
+Routes (OpenAPI document at ``/openapi.json``):
+
+- ``GET /api/topics?sort=growth|size|recent&limit=&offset=&q=``: live topics, ranked;
+- ``GET /api/topics/{id}?offset=&limit=&bucket_minutes=``: one topic, its headlines newest
+  first (paged) and a timeline;
+- ``GET /api/headlines/{id}``: a headline's current topic and assignment history;
+- ``POST /api/match`` ``{"text": ...}``: the topic a new text would join now (:mod:`streamer.readmatch`);
+- ``GET /api/status``, ``/healthz``, ``/readyz`` (ready once the feed caught up);
+- ``GET /``: the live page (``streamer/static``: plain HTML/JS/CSS, nothing from elsewhere).
+
+Every handler is a coroutine, so the read model is only touched on the event loop, like the
+feed that applies events to it: no locks, and an answer never sees half an event. Errors are
+JSON ``{"status", "error", "fields"}``: 404 for an unknown id, 422 naming the field, 503 when
+/api/match cannot answer yet. The app holds its collaborators itself (no module state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from streamer import __version__
+from streamer.core.readmodel import ReadModel
+from streamer.domain.views import (
+    ErrorBody,
+    FeedProgress,
+    FeedStatus,
+    FieldError,
+    HeadlineView,
+    MatchAnswer,
+    MatchRequest,
+    TopicDetail,
+    TopicList,
+)
+from streamer.service.match import Matcher, MatchUnavailable
+
+__all__ = ["ReadApp", "create_app", "STATIC_DIR"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_MAX_ANSWERS = 4096
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown id"},
+    422: {"model": ErrorBody, "description": "Invalid input; `fields` names each bad field"},
+}
+
+
+@dataclass
+class ReadApp:
+    """What the routes read: the model, the feed's progress and the matcher (None: matching off).
+
+    ``answers`` keeps the JSON of read answers for the model's current ``version``: many
+    dashboards asking the same question between two applied chunks of events share one
+    computation, and an answer is never older than the events applied.
+    """
+
+    model: ReadModel
+    progress: FeedProgress
+    matcher: Matcher | None = None
+    match_off_reason: str = "matching is off"
+    answers: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    answers_version: int = -1
+
+    def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Response:
+        """The JSON of ``compute()`` (a view, or None for 404), computed once per model version."""
+        if self.answers_version != self.model.version or len(self.answers) >= _MAX_ANSWERS:
+            self.answers.clear()
+            self.answers_version = self.model.version
+        body = self.answers.get(key)
+        if body is None:
+            view = compute()
+            if view is None:
+                return _error(404, f"{key[0]} {key[1]!r} not found")
+            body = self.answers[key] = view.model_dump_json().encode()
+        return Response(body, media_type="application/json")
+
+
+def _json(view: Any, status: int = 200) -> Response:
+    # pydantic-core serialises the views directly: no second validation pass by FastAPI.
+    return Response(view.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str, fields: list[FieldError] | None = None) -> Response:
+    return _json(ErrorBody(status=status, error=message, fields=fields or []), status)
+
+
+def create_app(state: ReadApp) -> FastAPI:
+    app = FastAPI(
+        title="streamer read API",
+        version=__version__,
+        description="Current news topics from streamer's output topics: ranked topics, their headlines, "
+        "a headline's topic, and the topic a new text would join.",
+        docs_url=None,  # Swagger UI loads its assets from a CDN; the document itself is /openapi.json
+        redoc_url=None,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
+        fields = [
+            FieldError(
+                field=".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]),
+                location=str(err["loc"][0]),
+                message=err["msg"],
+            )
+            for err in exc.errors()
+        ]
+        names = ", ".join(f.field for f in fields)
+        return _error(422, f"invalid input: {names}", fields)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/api/topics", response_model=TopicList, responses=_ERRORS, tags=["topics"])
+    async def list_topics(
+        sort: Literal["growth", "size", "recent"] = "growth",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        q: Annotated[str | None, Query(max_length=200, description="Text the keywords or exemplar contain")] = None,
+    ) -> Response:
+        """Live topics ranked by growth (last hour minus the hour before), size or most recent headline."""
+        return state.answer(
+            ("topics", sort, limit, offset, q), lambda: state.model.topics(sort=sort, limit=limit, offset=offset, q=q)
+        )
+
+    @app.get("/api/topics/{topic_id}", response_model=TopicDetail, responses=_ERRORS, tags=["topics"])
+    async def get_topic(
+        topic_id: int,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        bucket_minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60)] = 60,
+    ) -> Response:
+        """A topic (live, merged or expired) with its current headlines, newest first, and its timeline."""
+        return state.answer(
+            ("topic", topic_id, offset, limit, bucket_minutes),
+            lambda: state.model.topic(topic_id, offset=offset, limit=limit, bucket_ms=bucket_minutes * 60_000),
+        )
+
+    @app.get("/api/headlines/{headline_id:path}", response_model=HeadlineView, responses=_ERRORS, tags=["headlines"])
+    async def get_headline(headline_id: Annotated[str, PathParam(min_length=1, max_length=512)]) -> Response:
+        """A headline of the window: its current topic and the assignment events it had."""
+        return state.answer(("headline", headline_id), lambda: state.model.headline(headline_id))
+
+    @app.post(
+        "/api/match",
+        response_model=MatchAnswer,
+        responses={**_ERRORS, 503: {"model": ErrorBody, "description": "No snapshot yet, or model/store not available"}},
+        tags=["match"],
+    )
+    async def match(body: MatchRequest) -> Response:
+        """The topic ``text`` would join if it arrived now (same embedder, search and snapshot rule as ingest)."""
+        if state.matcher is None:
+            return _error(503, state.match_off_reason)
+        try:
+            answer = await state.matcher.match(body.text, state.model)
+        except MatchUnavailable as exc:
+            return _error(503, str(exc))
+        return _json(answer)
+
+    @app.get("/api/status", response_model=FeedStatus, tags=["service"])
+    async def status() -> Response:
+        return _json(_status(state))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ready = state.progress.caught_up
+        return JSONResponse({"ready": ready, "events": state.progress.applied}, status_code=200 if ready else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _status(state: ReadApp) -> FeedStatus:
+    model, matcher = state.model, state.matcher
+    return FeedStatus(
+        source=state.progress.source,
+        caught_up=state.progress.caught_up,
+        events=state.progress.applied,
+        version=model.version,
+        topics=model.live_topic_count(),
+        headlines=model.headline_count,
+        now_ms=model.now_ms,
+        snapshot_run=matcher.snapshot.snapshot.run_id if matcher and matcher.snapshot else None,
+        match=matcher.status if matcher else state.match_off_reason,
+    )
