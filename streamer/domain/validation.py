@@ -24,6 +24,8 @@ class RejectReason(StrEnum):
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     INVALID_FIELDS = "invalid_fields"
+    #: Valid, but the model failed on it when embedded alone (a poison message).
+    EMBEDDING_FAILED = "embedding_failed"
 
 
 @dataclass(frozen=True)

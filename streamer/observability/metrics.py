@@ -31,7 +31,7 @@ log = get_logger(__name__)
 
 STAGES = ("fetch", "validate", "embed", "mirror", "upsert", "search", "assign", "produce", "commit", "recluster", "state", "probe")
 # Known label values, exported as zero series at start so increase() sees the first event.
-DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields")
+DLQ_REASONS = ("empty", "oversized", "invalid_utf8", "invalid_json", "not_an_object", "invalid_fields", "embedding_failed")
 LIFECYCLE_TYPES = ("created", "updated", "merged", "split", "expired")
 RUN_OUTCOMES = ("ok", "skipped", "failed")  # skipped: a timer tick with nothing new
 ASSIGNMENT_LABELS = (

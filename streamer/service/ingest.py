@@ -3,7 +3,8 @@
 For every micro-batch (at most ``max_batch_size`` records or ``max_batch_wait_ms``):
 
 1. validate; invalid records go to the dead-letter topic (acknowledged) with the reason;
-2. embed the valid ones (off the event loop);
+2. embed the valid ones (off the event loop); when the model fails on the batch, each headline
+   is tried alone and those it fails on alone are dead-lettered (poison messages);
 3. upsert them into Milvus (idempotent: the headline id is the primary key); with Milvus
    Lite's search mirror, only make them searchable here (write-behind, below);
 4. search each one's ``2k + 1`` nearest neighbours in Milvus;
@@ -40,6 +41,7 @@ import numpy as np
 
 from streamer.core.arrivals import ArrivalAssigner, EmergingRule
 from streamer.core.tracking import ClusterRegistry
+from streamer.domain.errors import EmbeddingError
 from streamer.domain.events import (
     AssignmentStatus,
 )
@@ -53,7 +55,7 @@ from streamer.domain.ports import (
     StagingStore,
     VectorStore,
 )
-from streamer.domain.validation import Rejection, parse_record
+from streamer.domain.validation import Rejection, RejectReason, parse_record
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
@@ -253,11 +255,42 @@ class IngestPipeline:
         valid = list(latest.values())
         vectors = None
         if valid:
-            # A model failure is not retriable (the same batch would fail again); it stops the service.
             with self._metrics.timed("embed"):
-                vectors = await self._model_runner.run(self._embedder.encode, [h.text for _, h in valid])
+                valid, vectors, poisoned = await self._embed(valid)
+            rejected.extend(poisoned)
             self._health.set("model", True)
         return _Prepared(records, rejected, valid, vectors, generation)
+
+    async def _embed(
+        self, valid: list[tuple[RawRecord, Headline]]
+    ) -> tuple[list[tuple[RawRecord, Headline]], np.ndarray | None, list[tuple[RawRecord, Rejection]]]:
+        """Embed the batch; the headlines kept, their vectors (None if none), and the poisoned ones.
+
+        When the model fails on a batch, each headline is tried once alone: those that fail
+        alone go to the dead-letter topic with the error, the rest go through. One poison
+        message must neither stop the service nor crash-loop it at every redelivery. When every
+        headline of a batch of two or more fails alone, the model is broken, not the messages:
+        that raises and stops the service (nothing is committed; the batch is read again).
+        """
+        texts = [h.text for _, h in valid]
+        try:
+            return valid, await self._model_runner.run(self._embedder.encode, texts), []
+        except Exception as exc:  # a model may raise anything on one odd input
+            log.warning("embedding a batch failed; trying each headline alone", error=str(exc)[:300], headlines=len(texts))
+            first_error = exc
+        kept: list[tuple[RawRecord, Headline]] = []
+        rows: list[np.ndarray] = []
+        poisoned: list[tuple[RawRecord, Rejection]] = []
+        for record, headline in valid:
+            try:
+                rows.append(await self._model_runner.run(self._embedder.encode, [headline.text]))
+                kept.append((record, headline))
+            except Exception as exc:
+                message = f"the embedding model failed on this headline: {type(exc).__name__}: {exc}"
+                poisoned.append((record, Rejection(RejectReason.EMBEDDING_FAILED, message[:1000])))
+        if not kept and len(valid) > 1:
+            raise EmbeddingError(f"the embedding model failed on every headline of a batch: {first_error}") from first_error
+        return kept, (np.vstack(rows) if rows else None), poisoned
 
     async def _finish(self, prepared: _Prepared, retrier: Retrier) -> None:
         """Steps 1 (dead letters), 3-8: store, assign, publish, commit, in batch order."""

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import numpy as np
 import pytest
 
+from streamer.domain.errors import EmbeddingError
 from streamer.domain.events import AssignmentEvent, ClusterEvent
 from streamer.domain.headline import Headline, RawRecord
 from streamer.observability.metrics import Health, Metrics
@@ -319,3 +320,51 @@ async def test_write_behind_commits_nothing_past_a_failed_write(runner: Blocking
         await asyncio.wait_for(pipeline.run(asyncio.Event()), 10)
     assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2]
     assert "p0-2" not in source.written and "p0-4" not in source.written
+
+
+class PoisonModel(SlowModel):
+    """Fails on any batch holding a headline whose title contains ``poison``, as a model may on one odd input."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if any("poison" in t for t in texts):
+            raise RuntimeError("index out of range in self")
+        return super().encode(texts)
+
+
+class DeadLetters(RecordingSink):
+    def __init__(self, source: ScriptedSource) -> None:
+        super().__init__(source)
+        self.dead: list[tuple[int, str]] = []
+
+    async def dead_letter(self, record: RawRecord, reason: str, error_type: str) -> None:
+        self.dead.append((record.offset, error_type))
+
+
+def poison_record(offset: int) -> RawRecord:
+    return RawRecord("in", 0, offset, b"x", json.dumps({"id": f"x{offset}", "title": "a poison headline"}).encode())
+
+
+async def test_a_message_the_model_fails_on_is_dead_lettered_and_its_batch_goes_through(runner: BlockingRunner) -> None:
+    """The poison message alone is dead-lettered (embedding_failed); the others are assigned and all are committed."""
+    batch = [record(0, 0), poison_record(1), record(0, 2)]
+    source = ScriptedSource([batch])
+    sink = DeadLetters(source)
+    pipeline = make_pipeline(source, sink, runner, 1)
+    pipeline._embedder = PoisonModel()
+    stop = asyncio.Event()
+    await run_until(pipeline, lambda: bool(source.commits), stop)
+    assert sink.dead == [(1, "embedding_failed")]
+    assert sorted(sink.assignments) == ["p0-0", "p0-2"]
+    assert source.commits[-1][0] == {("in", 0): 3}
+
+
+async def test_a_model_that_fails_on_every_headline_stops_the_service_without_committing(runner: BlockingRunner) -> None:
+    """Every headline failing alone means a broken model, not poison: the loop raises and commits nothing."""
+    batch = [poison_record(0), poison_record(1)]
+    source = ScriptedSource([batch])
+    sink = DeadLetters(source)
+    pipeline = make_pipeline(source, sink, runner, 1)
+    pipeline._embedder = PoisonModel()
+    with pytest.raises(EmbeddingError):
+        await asyncio.wait_for(pipeline.run(asyncio.Event()), 10)
+    assert source.commits == [] and sink.dead == []
