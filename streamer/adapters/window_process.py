@@ -40,6 +40,8 @@ log = get_logger(__name__)
 
 #: A spawned child imports numpy, scipy, scikit-learn and hdbscan: seconds on a busy machine.
 _START_TIMEOUT_S = 120.0
+#: Far above the slowest run measured (docs/benchmarks.md); the service takes tracking.window_run_timeout_s.
+DEFAULT_RUN_TIMEOUT_S = 900.0
 
 
 class ProcessWindowCompute:
@@ -50,7 +52,14 @@ class ProcessWindowCompute:
     ask ``hid in window`` without a round trip.
     """
 
-    def __init__(self, config: ReclusterConfig, dim: int, *, niceness: int = 10) -> None:
+    def __init__(
+        self, config: ReclusterConfig, dim: int, *, niceness: int = 10, run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+    ) -> None:
+        """``run_timeout_s``: a run not answered by then is a hung child: it is killed, the call
+        raises :class:`WindowLost`, and the next call starts a fresh child."""
+        if run_timeout_s <= 0:
+            raise ValueError(f"run_timeout_s must be positive, got {run_timeout_s}")
+        self._run_timeout_s = run_timeout_s
         self._config = config
         self._dim = dim
         self._niceness = niceness
@@ -108,7 +117,12 @@ class ProcessWindowCompute:
             assert self._conn is not None
             try:
                 self._conn.send((run_id, list(arrivals), caught_up))
+                if not self._conn.poll(self._run_timeout_s):
+                    raise TimeoutError(f"no answer within {self._run_timeout_s:g} s")
                 status, payload = self._conn.recv()
+            except TimeoutError as exc:
+                self._lost(exc)
+                raise WindowLost(f"the window process timed out in run {run_id}: {exc}") from exc
             except (EOFError, OSError) as exc:
                 self._lost(exc)
                 raise WindowLost(f"the window process died during run {run_id}: {exc!r}") from exc

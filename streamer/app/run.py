@@ -182,7 +182,7 @@ async def _start(
     config = recluster_config(settings)
     window = None
     if parts.recluster and settings.tracking.window_process:
-        window = ProcessWindowCompute(config, embedder.dim)
+        window = ProcessWindowCompute(config, embedder.dim, run_timeout_s=settings.tracking.window_run_timeout_s)
         # Registered before it starts: a run still computing is dropped at teardown (the window
         # is read back at the next start).
         stack.callback(window.close)

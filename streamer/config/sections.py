@@ -177,6 +177,12 @@ class TrackingSettings(SettingsSection):
         description="Keep the window in a child process that runs each re-clustering's compute, so its Python "
         "never holds the ingest loop's GIL (off: a thread of the service).",
     )
+    window_run_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="A run the window process has not answered by then is a hung child: it is killed and replaced, "
+        "and the window is read back from Milvus at the next run.",
+    )
     emerging_similarity: float = Field(
         0.6,
         ge=0,

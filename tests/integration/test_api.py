@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from streamer.adapters.files import read_headlines
 from tests.integration.serving import ServeProcess, replay, serve_factory  # noqa: F401 (fixture)
-from tests.integration.test_service import TUTORIAL, _settings, produce, wait_for
+from tests.integration.test_service import _settings, produce, wait_for
+from tests.sample_data import uci_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -24,17 +24,8 @@ MINUTE = 60_000
 
 
 def _headlines(n: int) -> list[dict[str, Any]]:
-    records, _ = read_headlines(TUTORIAL, limit=n)
-    return [
-        {
-            "id": r.headline.id,
-            "title": r.headline.title,
-            "description": r.headline.description,
-            "published_at": r.headline.published_at_ms,
-            "source": r.headline.source,
-        }
-        for r in records
-    ]
+    """The bundled UCI sample's first ``n`` headlines as messages (source and publication time included)."""
+    return uci_messages(n)
 
 
 def _caught_up(serve: ServeProcess, events: int) -> bool:

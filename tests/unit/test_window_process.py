@@ -176,3 +176,24 @@ def test_close_during_a_run_stops_the_child_without_waiting_for_the_run() -> Non
     assert outcome and isinstance(outcome[0], WindowLost)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_run_past_its_timeout_loses_the_window_and_a_fresh_child_replaces_the_hung_one() -> None:
+    """A child that does not answer in time is killed (WindowLost); the next start is a new process."""
+    window = ProcessWindowCompute(CONFIG, DIM, run_timeout_s=0.001)
+    try:
+        window.start()
+        hung = window.pid
+        vectors, _ = blobs(n_clusters=3, per_cluster=50)
+        with pytest.raises(WindowLost, match="timed out"):
+            window.compute(1, [rows(vectors, 0)], NOTHING)
+        assert window.pid is None and len(window) == 0
+        window.start()
+        assert window.pid is not None and window.pid != hung
+    finally:
+        window.close()
+
+
+def test_a_timeout_that_is_not_positive_is_refused() -> None:
+    with pytest.raises(ValueError, match="run_timeout_s"):
+        ProcessWindowCompute(CONFIG, DIM, run_timeout_s=0)
