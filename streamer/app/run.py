@@ -187,7 +187,8 @@ async def _start(
         # is read back at the next start).
         stack.callback(window.close)
         await background.run(window.start)
-    holder = SnapshotHolder()
+    # What was published per headline: a few windows' worth, so followers stay bounded too.
+    holder = SnapshotHolder(max_tracked=4 * settings.tracking.max_window_size)
     registry = ClusterRegistry(
         match_threshold=settings.tracking.match_threshold, split_min_share=settings.tracking.split_min_share
     )

@@ -153,6 +153,7 @@ class Reclusterer:
             leading = is_leader is None or is_leader()
             self._metrics.recluster_leader.set(1 if leading else 0)
             if not leading:
+                self._bound_pending()
                 continue
             try:
                 await self.run_once(retrier)
@@ -162,6 +163,20 @@ class Reclusterer:
                 self._metrics.recluster_runs.labels("failed").inc()
                 self._metrics.errors.labels("recluster").inc()
                 log.exception("re-clustering run failed", error=str(exc))
+
+    def _bound_pending(self) -> None:
+        """A follower's buffer keeps at most a window's worth of the newest arrivals.
+
+        What it drops is in the store: when this instance takes over, its first run reads
+        the store back from the start (the window it holds may be stale by then anyway).
+        """
+        buffered = sum(len(a.headlines) for a in self._pending)
+        dropped = 0
+        while self._pending and buffered - dropped > self._config.max_window_size:
+            dropped += len(self._pending.pop(0).headlines)
+        if dropped:
+            self._ingested_watermark_ms = 0
+            log.info("follower dropped arrivals older than a window; it reads them back if it leads", dropped=dropped)
 
     # -- one run -------------------------------------------------------------------------
     def _compute(self, run_id: int, pending: list[Arrivals], caught_up: CaughtUp) -> WindowChange:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +40,17 @@ class LiveSnapshot:
 class SnapshotHolder:
     """The snapshot arrivals are assigned against; replaced whole (an atomic reference swap)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_tracked: int = 1_000_000) -> None:
+        """``max_tracked`` bounds :attr:`last_assigned` (give it a few times the window's size):
+        the oldest entries go first, and by then their headlines have left the window."""
+        if max_tracked < 1:
+            raise ValueError(f"max_tracked must be positive, got {max_tracked}")
         self.current: LiveSnapshot | None = None
         #: Cluster id last published per headline (arrival or re-cluster), to publish only changes;
         #: :data:`UNASSIGNED` for a headline published as "unassigned" (before the first run).
-        self.last_assigned: dict[str, int] = {}
+        #: Oldest first; bounded by ``max_tracked`` on every role (an ingest-only follower never expires it).
+        self.last_assigned: OrderedDict[str, int] = OrderedDict()
+        self._max_tracked = max_tracked
 
     def swap(self, live: LiveSnapshot) -> None:
         self.current = live
@@ -53,6 +60,12 @@ class SnapshotHolder:
         for event in events:
             unassigned = event.status == AssignmentStatus.UNASSIGNED
             self.last_assigned[event.headline_id] = UNASSIGNED if unassigned else event.cluster_id
+            self.last_assigned.move_to_end(event.headline_id)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.last_assigned) > self._max_tracked:
+            self.last_assigned.popitem(last=False)
 
     def needs_event(self, headline_id: str, cluster_id: int) -> bool:
         """Whether placing ``headline_id`` in ``cluster_id`` (or noise) changes what downstream holds."""
@@ -62,6 +75,7 @@ class SnapshotHolder:
         """What a run published for each headline of its window (a restart's starting point)."""
         s = live.snapshot
         self.last_assigned.update({hid: live.stable(int(label)) for hid, label in zip(s.ids, s.labels.tolist(), strict=True)})
+        self._trim()
 
 
 #: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".

@@ -51,3 +51,12 @@ def test_restore_seeds_what_the_last_run_published_noise_included() -> None:
     assert not holder.needs_event("m1", 7)
     assert holder.needs_event("m1", NOISE)
     assert holder.needs_event("new", NOISE)  # never published: its first event is due
+
+
+def test_what_was_published_is_bounded_oldest_first() -> None:
+    """Past ``max_tracked`` the oldest headline is forgotten; the newest stay."""
+    holder = SnapshotHolder(max_tracked=2)
+    holder.record_published([_unassigned("a"), _unassigned("b"), _unassigned("c")])
+    assert list(holder.last_assigned) == ["b", "c"]
+    holder.record_published([_unassigned("b"), _unassigned("d")])  # b published again: newest now
+    assert list(holder.last_assigned) == ["b", "d"]

@@ -136,3 +136,27 @@ def test_arrivals_during_a_run_count_toward_the_next_one_instead_of_triggering_i
             runner.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_follower_keeps_at_most_a_window_of_arrivals() -> None:
+    """Not leading, the buffer keeps the newest ``max_window_size`` arrivals and no more."""
+
+    async def scenario() -> list[str]:
+        metrics = Metrics(CollectorRegistry())
+        stop = asyncio.Event()
+        runner = BlockingRunner(1)
+        config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, max_window_size=30, interval_s=0.05)
+        vectors, _ = blobs(n_clusters=2, per_cluster=40)
+        reclusterer = Reclusterer(store=QuietStore(), sink=RecordingSink(), runner=runner, holder=SnapshotHolder(),  # type: ignore[arg-type]
+                                  registry=ClusterRegistry(), metrics=metrics, config=config, dim=vectors.shape[1])
+        for first in range(0, 80, 10):
+            reclusterer.on_arrivals(arrivals(vectors[first:first + 10], first, config.k))
+        task = asyncio.create_task(reclusterer.run(stop, Retrier(metrics, Health(), stop, 0.01, 0.1), lambda: False))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        runner.shutdown()
+        return [h.id for a in reclusterer._pending for h in a.headlines]
+
+    kept = asyncio.run(scenario())
+    assert len(kept) == 30 and kept[-1] == "h79"
