@@ -117,7 +117,7 @@ def test_read_api_answers_what_the_events_say(
     # With the Lite file free, /api/match answers through the model, Milvus and the snapshot:
     # a clustered headline's own text (title and description, as ingest embeds it) joins its topic.
     clustered = [h for h in ref.cluster_of if ref.cluster_of[h] in live][:10]
-    titles = {h["id"]: "\n".join(filter(None, (h["title"], h["description"]))) for h in headlines}
+    titles = {h["id"]: "\n".join(filter(None, (h["title"], h.get("description")))) for h in headlines}
     joined = 0
     for hid in clustered:
         status, answer = serve.request("POST", "/api/match", {"text": titles[hid]})
