@@ -20,6 +20,7 @@ from tests.sample_data import UCI_SAMPLE, write_tutorial_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
+
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True, text=True, cwd=cwd, timeout=500)
 
@@ -36,6 +37,7 @@ def test_cluster_tutorial_file_writes_the_report(tmp_path: Path) -> None:
     assert "clusters" in result.stdout and "report:" in result.stdout
     assignments = (out / "assignments.csv").read_text().splitlines()
     assert assignments[0] == "id,cluster,probability,title" and len(assignments) == 871
+    assert {line.split(",")[0] for line in assignments[1:]} == {r["guid"] for r in rows}  # guid is the id
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_items"] == 870 and len(clusters["clusters"]) >= 10
     first = clusters["clusters"][0]
