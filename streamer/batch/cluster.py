@@ -100,7 +100,7 @@ def cluster_file(
 
     step(f"embedding {len(headlines)} headlines with {embedder.name}")
     started = time.perf_counter()
-    vectors = embedder.encode([h.text for h in headlines], progress=progress)  # type: ignore[call-arg]
+    vectors = embedder.encode([h.text for h in headlines], progress=progress)
     timings["embed_s"] = time.perf_counter() - started
 
     step("upserting into Milvus")

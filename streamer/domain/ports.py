@@ -28,8 +28,9 @@ class Embedder(Protocol):
     @property
     def name(self) -> str: ...
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), dim) float32, rows of unit length. Blocking: call it off the event loop."""
+    def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32, rows of unit length; ``progress`` draws a progress bar
+        (batch mode on a terminal). Blocking: call it off the event loop."""
         ...
 
 

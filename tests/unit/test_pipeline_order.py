@@ -111,7 +111,7 @@ class SlowModel:
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         self.calls += 1
         time.sleep(0.08 if self.calls == 1 else 0.01)
         rng = np.random.default_rng(len(texts))
@@ -325,7 +325,7 @@ async def test_write_behind_commits_nothing_past_a_failed_write(runner: Blocking
 class PoisonModel(SlowModel):
     """Fails on any batch holding a headline whose title contains ``poison``, as a model may on one odd input."""
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         if any("poison" in t for t in texts):
             raise RuntimeError("index out of range in self")
         return super().encode(texts)
