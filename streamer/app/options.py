@@ -78,7 +78,7 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def column_map(args: argparse.Namespace) -> Any:
     from streamer.adapters.files import ColumnMap
 
-    return ColumnMap.withoverrides(
+    return ColumnMap.with_overrides(
         id=args.id_column,
         title=args.title_column,
         description=args.description_column,
