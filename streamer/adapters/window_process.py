@@ -114,12 +114,13 @@ class ProcessWindowCompute:
     def compute(self, run_id: int, arrivals: Sequence[ArrivalRows], caught_up: CaughtUp) -> WindowChange:
         with self._lock:
             self._start()
-            assert self._conn is not None
+            conn = self._conn  # close() may clear the attribute while this waits (shutdown mid-run)
+            assert conn is not None
             try:
-                self._conn.send((run_id, list(arrivals), caught_up))
-                if not self._conn.poll(self._run_timeout_s):
+                conn.send((run_id, list(arrivals), caught_up))
+                if not conn.poll(self._run_timeout_s):
                     raise TimeoutError(f"no answer within {self._run_timeout_s:g} s")
-                status, payload = self._conn.recv()
+                status, payload = conn.recv()
             except TimeoutError as exc:
                 self._lost(exc)
                 raise WindowLost(f"the window process timed out in run {run_id}: {exc}") from exc
