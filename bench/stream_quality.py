@@ -41,6 +41,10 @@ Reported (docs/benchmarks.md), one JSON object:
   the attach rule puts a few strays of most stories in a neighbouring topic); ``ids_per_story_seen``: the same over
   every event ever published for them; ``stories_per_id``: distinct labels among a topic id's
   last published members;
+- labels (every 10th run): ``labels_stale_share``, topics whose keywords or exemplar differ from
+  the last ones published for them (a change no event announced); ``exemplar_is_majority_label``,
+  topics whose exemplar carries the majority label of the members downstream holds in them;
+  ``members_with_a_keyword``, the mean share of those members whose title has one of its keywords;
 - id stability: of cluster pairs in consecutive runs that share a majority of members both ways,
   the share that kept their id (target >= 95%);
 - arrival agreement: share of arrivals whose arrival-time cluster equals the one the next
@@ -251,6 +255,7 @@ class Replay:
             k=graph.k, params=params_from_settings(clustering), min_points=clustering.min_points,
             window_s=args.window_days * 86_400, max_window_size=100_000, every_n=args.every,
             every_unplaced=args.every_noise, catch_up_every_run=False,
+            settle_s=tracking.settle_s if args.settle_h is None else args.settle_h * 3600,
         )
         self.rule = EmergingRule(
             attach_similarity=clustering.attach_similarity,
@@ -292,6 +297,10 @@ class Replay:
         self.nearest_at_arrival: dict[str, str] = {}
         self.events_by_reason: dict[str, int] = {}
         self.cluster_events: dict[str, int] = {}
+        self.topic_label: dict[int, tuple[tuple[str, ...], str | None]] = {}  # last published per topic
+        self.labels_checked = self.labels_stale = 0
+        self.exemplar_hits: list[float] = []
+        self.keyword_hits: list[float] = []
         # tallies
         self.placed_how: dict[str, int] = {}
         self.agreements: list[float] = []
@@ -342,6 +351,37 @@ class Replay:
         for e in events:
             kind = e.type.value + (" (emerging)" if e.emerging else "")
             self.cluster_events[kind] = self.cluster_events.get(kind, 0) + 1
+            if e.type.value == "expired":
+                self.topic_label.pop(e.cluster_id, None)
+            else:
+                self.topic_label[e.cluster_id] = (tuple(e.keywords), e.exemplar_id)
+
+    def score_labels(self) -> None:
+        """Do the topics' published keywords and exemplar describe what downstream holds in them now?
+
+        Per live topic of the registry: its last published (keywords, exemplar) equal the registry's
+        (``labels_stale`` counts those that are not: a change without an ``updated`` event); the
+        exemplar's label is the majority label of the topic's members as published (in the window);
+        and the share of those members whose title contains one of its keywords.
+        """
+        held: dict[int, list[str]] = {}
+        for c in self.registry.clusters.values():
+            for hid in c.members:
+                cid = self.published.get(hid, NOISE)
+                if cid != NOISE:
+                    held.setdefault(cid, []).append(hid)
+        for cid, c in self.registry.clusters.items():
+            self.labels_checked += 1
+            self.labels_stale += int(self.topic_label.get(cid) != (c.keywords, c.exemplar_id))
+            members = held.get(cid)
+            if not members or c.exemplar_id is None or c.emerging:
+                continue
+            stories = [self.story[h] for h in members]
+            majority = max(set(stories), key=stories.count)
+            self.exemplar_hits.append(float(self.story.get(c.exemplar_id) == majority))
+            words = [k.lower() for k in c.keywords]
+            self.keyword_hits.append(float(np.mean([any(w in self.titles[self.position[h]].lower() for w in words)
+                                                    for h in members])) if words else 0.0)
 
     # -- ingest ----------------------------------------------------------------------------
     def search(self, start: int, end: int, heads: list[Headline]) -> tuple[list[list[str]], np.ndarray]:
@@ -405,6 +445,8 @@ class Replay:
         held = np.array([self.published.get(h, NOISE) for h in computed.ids])
         self.run_published_scores.append(score_clustering(truth, held).bcubed_f1)
         self.unpublished_changes += sum(self.published.get(h, NOISE) != labels_now[h] for h in computed.ids)
+        if self.registry.run_id % 10 == 0:
+            self.score_labels()
         for hook in self.after_run:
             hook(labels_now)
 
@@ -504,6 +546,7 @@ class Replay:
                        "seed": args.seed} if args.arrivals == "interleaved" else None),
             "pace": args.pace,
             "window_days": args.window_days,
+            "settle_h": self.config.settle_s / 3600,
             "every_n": args.every,
             "every_noise": args.every_noise,
             "interval_s": interval_ms / 1000 if args.pace == "stream" else None,
@@ -517,6 +560,9 @@ class Replay:
             "window_published_f1_mean": round(float(np.mean(self.run_published_scores)), 4),
             "unpublished_changes": int(self.unpublished_changes),
             **self.story_id_counts(),
+            "labels_stale_share": round(self.labels_stale / max(self.labels_checked, 1), 4),
+            "exemplar_is_majority_label": round(float(np.mean(self.exemplar_hits)), 4) if self.exemplar_hits else None,
+            "members_with_a_keyword": round(float(np.mean(self.keyword_hits)), 4) if self.keyword_hits else None,
             "id_stability": round(self.stability_hits / max(self.stability_total, 1), 4),
             "stable_pairs_checked": self.stability_total,
             "arrival_agreement": round(float(np.mean(self.agreements)), 4),
@@ -578,6 +624,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval-s", type=float, default=None, help="--pace stream; default: tracking.recluster_interval_s")
     parser.add_argument("--emerging-similarity", type=float, default=None, help="default: tracking.emerging_similarity")
     parser.add_argument("--emerging-min-size", type=int, default=None, help="default: tracking.emerging_min_size (0 = off)")
+    parser.add_argument("--settle-h", type=float, default=None, help="default: tracking.settle_s (0 = publish every change)")
     parser.add_argument("--mirror-exact-below", type=int, default=0,
                         help="search through streamer's MirroredStore, indexed from this many rows (0 = exact numpy search)")
 
