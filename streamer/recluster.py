@@ -47,6 +47,7 @@ from streamer.pipeline import (
     SnapshotHolder,
 )
 from streamer.schema import (
+    NOISE,
     AssignmentEvent,
     AssignmentReason,
     EventSink,
@@ -130,13 +131,17 @@ def republish(
     get worse with its age: on the UCI replay the label a headline had at 12 h scored B³ F1 0.787
     and the one it had when it left the window 0.713 (docs/benchmarks.md, "Live quality on an
     interleaved flow"). A settled headline the runs had left as noise (or never placed) still
-    gets its cluster: noise -> cluster is always published.
+    gets its cluster: noise -> cluster is always published; a settled headline is never sent to
+    noise, not even one whose published cluster is unknown here (after a restart the registry
+    only knows the run members, so ``published`` says UNASSIGNED for a settled headline the
+    last run left as noise, and downstream still holds its topic).
     """
     out = []
     for i, (cluster, held) in enumerate(zip(clusters, published, strict=True)):
         if cluster == held:
             continue
-        if held >= 0 and settled_before_ms is not None and int(event_times_ms[i]) < settled_before_ms:
+        settled = settled_before_ms is not None and int(event_times_ms[i]) < settled_before_ms
+        if settled and (held >= 0 or cluster == NOISE):
             continue
         out.append(i)
     return out

@@ -31,3 +31,8 @@ def test_a_young_headline_still_moves() -> None:
 def test_a_settled_noise_headline_still_gets_its_topic() -> None:
     """Published as noise (or never), older than the settle line, run clusters it -> re-published: [0, 1]."""
     assert republish([4, 5], [NOISE, UNASSIGNED], [0, 0], 2 * HOUR) == [0, 1]
+
+
+def test_a_settled_headline_of_unknown_topic_is_not_sent_to_noise() -> None:
+    """Published topic unknown (UNASSIGNED: a restart), settled, run says noise -> not re-published: []."""
+    assert republish([NOISE], [UNASSIGNED], [0], 2 * HOUR) == []
