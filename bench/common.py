@@ -109,6 +109,38 @@ def embeddings(name: str, texts: list[str]) -> np.ndarray:
     return vectors
 
 
+def labelled_stream(path: Path, skip: int = 0, count: int | None = None) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, titles, labels, event times in ms, vectors) of rows ``skip .. skip+count`` of a labelled file.
+
+    Any file ``streamer cluster`` reads (CSV, TSV, JSONL; column names as streamer.files maps them),
+    with a ground-truth label column (STORY, story or label). Vectors come from the bundled model,
+    cached under .cache/bench/<file stem>_<skip>_<count>.npy; a cached range of the same file that
+    covers the one asked for is sliced instead of embedding again.
+    """
+    from streamer.adapters.files import read_headlines
+
+    records, _ = read_headlines(Path(path), skip=skip, limit=count)
+    if any(r.label is None for r in records):
+        raise SystemExit(f"{path}: no label column (STORY, story or label): nothing to score against")
+    ids = [r.headline.id for r in records]
+    titles = [r.headline.title for r in records]
+    labels = np.array([r.label for r in records])
+    times = np.array([r.headline.event_time_ms for r in records], dtype=np.int64)
+    stem = Path(path).stem
+    vectors = None
+    for cached in sorted(CACHE.glob(f"{stem}_*_*.npy")):
+        try:
+            start, size = (int(x) for x in cached.stem[len(stem) + 1 :].split("_"))
+        except ValueError:
+            continue
+        if start <= skip and skip + len(ids) <= start + size:
+            vectors = np.load(cached, mmap_mode="r")[skip - start : skip - start + len(ids)].copy()
+            break
+    if vectors is None:
+        vectors = embeddings(f"{stem}_{skip}_{len(ids)}", titles)
+    return ids, titles, labels, times, vectors
+
+
 def uci_window(start: int, count: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """(ids, titles, stories, vectors) of a UCI window."""
     rows = uci_rows(start, count)

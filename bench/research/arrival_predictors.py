@@ -101,10 +101,11 @@ def votes_of(row: list[tuple[str, float]], label, prefix: str) -> dict[str, int]
 
 def default_replay_args(rows: int, pace: str) -> argparse.Namespace:
     """bench/stream_quality.py's arguments with the service's own triggers and rules."""
-    tracking = TrackingSettings()
-    return argparse.Namespace(rows=rows, window_days=3.0, every=tracking.recluster_every_n,
-                              every_noise=tracking.recluster_noise_n, emerging_similarity=None,
-                              emerging_min_size=None, mirror_exact_below=0, pace=pace)
+    parser = argparse.ArgumentParser()
+    sq.add_arguments(parser)
+    args = parser.parse_args(["--rows", str(rows), "--pace", pace])
+    sq.resolve_defaults(args)
+    return args
 
 
 def interval_ms() -> int:

@@ -74,6 +74,7 @@ def recluster_config(settings: Settings) -> ReclusterConfig:
         delete_expired=t.delete_expired_from_store,
         drift_share=t.drift_rebuild_share,
         state_topic=t.state_topic,
+        settle_s=t.settle_s,
         # Milvus Lite is one process per database file: nobody else writes to it, so after the
         # first read (rows from before a restart) there is nothing to catch up on.
         catch_up_every_run=settings.milvus.is_server,

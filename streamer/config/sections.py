@@ -168,6 +168,13 @@ class TrackingSettings(SettingsSection):
     split_min_share: float = Field(
         0.2, gt=0, le=1, description="A cluster whose members went at least this share to a second cluster split."
     )
+    settle_s: float = Field(
+        12 * 3600.0,
+        ge=0,
+        description="A headline published in a topic keeps it once it is this much older than the newest "
+        "headline: runs that see its story thinned by expiry no longer move it (noise -> topic is still "
+        "published; 0 = publish every change).",
+    )
     drift_rebuild_share: float = Field(
         0.25, gt=0, le=1, description="Rebuild the graph from scratch when this share of rows was repaired."
     )

@@ -176,5 +176,8 @@ class ReclusterConfig:
     state_topic: str = "streamer-state"
     #: Read rows other instances wrote at every run (a shared Milvus server); False: only at the first.
     catch_up_every_run: bool = True
+    #: A headline this much older than the window's newest keeps the topic it was published in
+    #: (:func:`streamer.core.publishing.republish`); 0 = every change is published.
+    settle_s: float = 12 * 3600.0
 
 

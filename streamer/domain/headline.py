@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 NOISE = -1
+#: What downstream holds for a headline published as "unassigned" (before the first run), or never published.
+UNASSIGNED = -2
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 1000
 MAX_DESCRIPTION_CHARS = 10_000

@@ -61,6 +61,7 @@ from streamer.service.snapshots import (
     snapshot_from_state,
     snapshot_to_state,
 )
+from streamer.core.publishing import republish
 
 __all__ = ["Reclusterer", "RunReport", ]
 
@@ -296,11 +297,14 @@ class Reclusterer:
 
     def _changed_assignments(self, computed: ComputedRun, live: LiveSnapshot) -> list[AssignmentEvent]:
         snapshot = computed.snapshot
+        clusters = [live.stable(int(label)) for label in snapshot.labels.tolist()]
+        published = [self._holder.published(hid) for hid in computed.ids]
+        settled_before_ms = None
+        if self._config.settle_s > 0 and len(computed.ids):
+            settled_before_ms = int(np.max(computed.event_times_ms)) - int(self._config.settle_s * 1000)
         events = []
-        for pos, hid in enumerate(computed.ids):
-            cluster = live.stable(int(snapshot.labels[pos]))
-            if not self._holder.needs_event(hid, cluster):
-                continue
+        for pos in republish(clusters, published, computed.event_times_ms, settled_before_ms):
+            hid, cluster = computed.ids[pos], clusters[pos]
             headline = Headline(
                 id=hid,
                 title=computed.titles[pos],

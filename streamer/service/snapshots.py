@@ -20,6 +20,7 @@ import numpy as np
 from streamer.core.snapshot import Snapshot
 from streamer.domain.events import AssignmentEvent, AssignmentStatus
 from streamer.domain.headline import NOISE
+from streamer.domain.headline import UNASSIGNED
 
 #: State-topic key of the registry's id counter and the emerging topics minted since the last run
 #: (``ClusterRegistry.emerging_state``), written whenever the ingest loop mints an id.
@@ -67,9 +68,9 @@ class SnapshotHolder:
         while len(self.last_assigned) > self._max_tracked:
             self.last_assigned.popitem(last=False)
 
-    def needs_event(self, headline_id: str, cluster_id: int) -> bool:
-        """Whether placing ``headline_id`` in ``cluster_id`` (or noise) changes what downstream holds."""
-        return self.last_assigned.get(headline_id, UNASSIGNED) != cluster_id
+    def published(self, headline_id: str) -> int:
+        """What downstream holds for the headline: a cluster id, NOISE, or UNASSIGNED."""
+        return self.last_assigned.get(headline_id, UNASSIGNED)
 
     def seed_from(self, live: LiveSnapshot) -> None:
         """What a run published for each headline of its window (a restart's starting point)."""
@@ -78,8 +79,6 @@ class SnapshotHolder:
         self._trim()
 
 
-#: ``SnapshotHolder.last_assigned`` value of a headline published as "unassigned".
-UNASSIGNED = -2
 
 
 STATE_REGISTRY_KEY = b"registry"
