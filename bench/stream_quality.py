@@ -289,7 +289,7 @@ class Replay:
             config=IngestConfig(k=graph.k, emerging=self.rule, write_behind=False),
             listener=self.reclusterer, registry=self.registry,
         )
-        self.assigner = self.pipeline._assigner
+        self.assigner = self.pipeline._placement._assigner
         self._watch_placements()
         # between runs
         self.pending_arrivals: list[str] = []
