@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 from streamer.adapters.embedding import FlagEmbedder
+from streamer.adapters.kafka.arrivals import KafkaArrivalForwarder, follow_arrivals
 from streamer.adapters.kafka.client import ensure_topics
 from streamer.adapters.kafka.election import LeaderElection
 from streamer.adapters.kafka.sink import AiokafkaSink
@@ -42,6 +44,7 @@ from streamer.app.roles import (
     recluster_config,
 )
 from streamer.config.settings import Settings
+from streamer.core.arrivals import ArrivalAssigner
 from streamer.core.tracking import ClusterRegistry
 from streamer.domain.errors import StreamerError
 from streamer.domain.ports import VectorStore
@@ -49,7 +52,10 @@ from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
 from streamer.service.ingest import IngestPipeline
+from streamer.service.leadership import LEADER_KEY, Leadership, decode_claim
+from streamer.service.placement import ArrivalPlacement
 from streamer.service.recluster import Reclusterer
+from streamer.service.replica_arrivals import ReplicaArrivals
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import (
     STATE_SNAPSHOT_KEY,
@@ -168,6 +174,7 @@ async def _start(
             k.assignments_topic: {"partitions": k.partitions},
             k.cluster_events_topic: {"partitions": k.partitions},
             k.dead_letter_topic: {"partitions": 1},
+            settings.tracking.arrivals_topic: {"partitions": k.partitions},
             settings.tracking.state_topic: {
                 "partitions": 1,
                 "config": {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)},
@@ -180,6 +187,10 @@ async def _start(
     stack.push_async_callback(sink.stop)
 
     config = recluster_config(settings)
+    if not parts.colocated:
+        # Split roles: arrivals reach the window through the arrivals topic; the store is read
+        # back only at a takeover (the rows from before it).
+        config = dataclasses.replace(config, catch_up_every_run=False, arrivals_forwarded=True)
     window = None
     if parts.recluster and settings.tracking.window_process:
         window = ProcessWindowCompute(config, embedder.dim, run_timeout_s=settings.tracking.window_run_timeout_s)
@@ -192,25 +203,40 @@ async def _start(
     registry = ClusterRegistry(
         match_threshold=settings.tracking.match_threshold, split_min_share=settings.tracking.split_min_share
     )
+    election = LeaderElection(
+        k, topic=settings.tracking.state_topic, group_id=f"{k.group_id}-recluster",
+        on_change=lambda _leading: reclusterer.wake(),
+    )
+    leadership = Leadership(election.term)
     reclusterer = Reclusterer(
         store=store, sink=sink, runner=background, holder=holder, registry=registry, metrics=metrics,
-        config=config, dim=embedder.dim, window=window,
+        config=config, dim=embedder.dim, window=window, leadership=leadership,
+        read_state=lambda: read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S),
     )
     reclusterer.restore(await read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S))
     retrier = Retrier(metrics, health, stop, initial_s=k.retry_backoff_ms / 1000, max_s=10.0)
-    election = LeaderElection(k, topic=settings.tracking.state_topic, group_id=f"{k.group_id}-recluster")
     tasks: list[asyncio.Task[None]] = []
     if parts.recluster:
-        if reclusterer.restored_emerging:
-            # A crash may have come between writing a topic's state and sending its created event;
-            # the event is the same one (same id) when it did get out, so downstream drops the copy.
-            created = [registry.minted_event(cid) for cid in reclusterer.restored_emerging]
-            await retrier.run("produce", "kafka", lambda: sink.send_cluster_events(created))
+        # Leading starts with a takeover (the latest state, a new epoch, the last run's events re-sent).
         await election.start(timeout_s=_START_TIMEOUT_S)
         stack.push_async_callback(election.stop)
-        tasks.append(_spawn(stack, stop, reclusterer.run(stop, retrier, election.is_leader), "recluster"))
-    if parts.follows_snapshots:
-        tasks.append(_spawn(stack, stop, _follow_snapshots(settings, holder, background, election, stop), "state"))
+        tasks.append(_spawn(stack, stop, reclusterer.run(stop, retrier), "recluster"))
+    if parts.recluster and not parts.colocated:
+        # Ingest runs in other processes (--role ingest): their batches come through Kafka.
+        replicas = ReplicaArrivals(
+            holder=holder, registry=registry, window=reclusterer, sink=sink, leadership=leadership,
+            retrier=retrier, metrics=metrics, state_topic=settings.tracking.state_topic,
+            placement=ArrivalPlacement(
+                holder, ArrivalAssigner(ingest_config(settings).emerging, registry, leadership.holds), registry
+            ),
+        )
+        tasks.append(
+            _spawn(stack, stop, follow_arrivals(k, settings.tracking.arrivals_topic, replicas.take, stop), "arrivals")
+        )
+    if parts.follows_snapshots or parts.recluster:
+        tasks.append(
+            _spawn(stack, stop, _follow_state(settings, holder, background, leadership, parts, stop), "state")
+        )
     if parts.ingest:
         source = AiokafkaSource(k)
         metrics.watch_topic(k.input_topic)
@@ -220,9 +246,10 @@ async def _start(
             source=source, sink=sink, embedder=embedder, store=store, runner=runner, holder=holder,
             metrics=metrics, health=health, config=ingest_config(settings),
             listener=reclusterer if parts.colocated else None,
+            forwarder=None if parts.colocated else KafkaArrivalForwarder(sink, settings.tracking.arrivals_topic),
             # Only the re-clusterer's leader owns the id counter, so only it starts emerging topics.
             registry=registry if parts.colocated else None,
-            may_mint=election.is_leader,
+            may_mint=leadership.holds,
             model_runner=model_runner,
         )
         tasks.append(_spawn(stack, stop, pipeline.run(stop), "ingest"))
@@ -247,10 +274,16 @@ async def _open_store(settings: Settings, dim: int, runner: BlockingRunner, stac
     return await runner.run(mirror.load)
 
 
-async def _follow_snapshots(
-    settings: Settings, holder: SnapshotHolder, background: BlockingRunner, election: LeaderElection, stop: asyncio.Event
+async def _follow_state(
+    settings: Settings,
+    holder: SnapshotHolder,
+    background: BlockingRunner,
+    leadership: Leadership,
+    parts: RoleParts,
+    stop: asyncio.Event,
 ) -> None:
-    """Take the leader's snapshots from the state topic (a leader in this process swaps its own in)."""
+    """Watch the state topic: leader claims (a newer one deposes this instance) and, for ingest,
+    the leader's snapshots (a leader in this process swaps its own in)."""
     decoding: set[asyncio.Task[None]] = set()
 
     async def take_snapshot(value: bytes) -> None:
@@ -266,7 +299,9 @@ async def _follow_snapshots(
             log.info("snapshot received", run_id=live.snapshot.run_id)
 
     def on_state(key: bytes, value: bytes) -> None:
-        if key == STATE_SNAPSHOT_KEY and not election.is_leader():
+        if key == LEADER_KEY:
+            leadership.observe(decode_claim(value).epoch)
+        elif key == STATE_SNAPSHOT_KEY and parts.follows_snapshots and not leadership.holds():
             task = asyncio.create_task(take_snapshot(value), name="snapshot-decode")
             decoding.add(task)
             task.add_done_callback(decoding.discard)

@@ -179,6 +179,10 @@ class TrackingSettings(SettingsSection):
         0.25, gt=0, le=1, description="Rebuild the graph from scratch when this share of rows was repaired."
     )
     state_topic: str = Field("streamer-state", description="Compacted Kafka topic holding the cluster registry.")
+    arrivals_topic: str = Field(
+        "streamer-arrivals",
+        description="Internal topic on which --role ingest replicas hand processed batches to the re-clusterer.",
+    )
     window_process: bool = Field(
         True,
         description="Keep the window in a child process that runs each re-clustering's compute, so its Python "

@@ -176,6 +176,10 @@ class ReclusterConfig:
     state_topic: str = "streamer-state"
     #: Read rows other instances wrote at every run (a shared Milvus server); False: only at the first.
     catch_up_every_run: bool = True
+    #: Ingest runs in other processes and forwards its batches (the split topology): a window
+    #: headline whose arrival event the re-clusterer has not heard of yet is left to the next run,
+    #: since downstream may hold an arrival event it has not seen. One run later it is published.
+    arrivals_forwarded: bool = False
     #: A headline this much older than the window's newest keeps the topic it was published in
     #: (:func:`streamer.core.publishing.republish`); 0 = every change is published.
     settle_s: float = 12 * 3600.0

@@ -40,6 +40,10 @@ class _Event(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
     emitted_at_ms: int = Field(default_factory=now_ms)
+    #: The re-clusterer leader's epoch for events a leader publishes (runs, emerging topics); it
+    #: grows with every takeover, so a consumer may drop an event whose epoch is below the highest
+    #: it has seen (a deposed leader's). None on arrival events. Optional: schema_version stays 1.
+    leader_epoch: int | None = None
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -74,7 +78,12 @@ class AssignmentEvent(_Event):
         run_id: int,
         reason: AssignmentReason,
     ) -> AssignmentEvent:
-        event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"assign|{headline.id}|{run_id}|{cluster_id}|{reason}"))
+        if reason == AssignmentReason.ARRIVAL:
+            # One arrival per headline: a redelivered copy (placed against a newer snapshot, perhaps
+            # by another replica) carries the same id, so a consumer keeps exactly one.
+            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"arrival|{headline.id}"))
+        else:
+            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"assign|{headline.id}|{run_id}|{cluster_id}|{reason}"))
         return cls(
             event_id=event_id,
             headline_id=headline.id,

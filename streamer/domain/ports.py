@@ -127,3 +127,18 @@ class ArrivalListener(Protocol):
     def on_arrivals(self, arrivals: Arrivals) -> None: ...
 
 
+@dataclass(frozen=True)
+class PublishedArrivals:
+    """A processed batch as an ingest replica hands it to the re-clusterer in another process:
+    the arrivals, and the cluster each arrival event published (NOISE, UNASSIGNED or an id)."""
+
+    arrivals: Arrivals
+    published: list[int]
+
+
+class ArrivalForwarder(Protocol):
+    """Hands a batch to the re-clusterer in another process; returns once it is durable."""
+
+    async def forward(self, batch: PublishedArrivals) -> None: ...
+
+

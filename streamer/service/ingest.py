@@ -47,11 +47,13 @@ from streamer.domain.events import (
 )
 from streamer.domain.headline import Headline, RawRecord, now_ms
 from streamer.domain.ports import (
+    ArrivalForwarder,
     ArrivalListener,
     Arrivals,
     Embedder,
     EventSink,
     HeadlineSource,
+    PublishedArrivals,
     StagingStore,
     VectorStore,
 )
@@ -131,6 +133,7 @@ class IngestPipeline:
         health: Health,
         config: IngestConfig,
         listener: ArrivalListener | None = None,
+        forwarder: ArrivalForwarder | None = None,
         registry: ClusterRegistry | None = None,
         may_mint: Callable[[], bool] = lambda: True,
         model_runner: BlockingRunner | None = None,
@@ -139,6 +142,7 @@ class IngestPipeline:
         threads so that embeddings ahead never wait for, or hold up, the store calls on ``runner``.
         ``registry`` (with ``may_mint`` true: this instance leads the re-clusterer) lets arrivals
         start emerging topics; without it they only follow the snapshot and recent arrivals.
+        ``forwarder`` hands each batch to a re-clusterer in another process (before the commit).
         A store that can stage batches gets write-behind (``config.write_behind``)."""
         self._source = source
         self._sink = sink
@@ -151,6 +155,7 @@ class IngestPipeline:
         self._health = health
         self._config = config
         self._listener = listener
+        self._forwarder = forwarder
         self._registry = registry
         self._placement = ArrivalPlacement(holder, ArrivalAssigner(config.emerging, registry, may_mint), registry)
         self.batches_done = 0
@@ -365,7 +370,13 @@ class IngestPipeline:
             m.assignments.labels(event.reason.value, event.status.value).inc()
         self._holder.record_published((*events, *moved))
         # 8. the window learns the arrivals (the re-clusterer runs on its own schedule)
+        unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)
+        arrivals = Arrivals(headlines, vectors, found, sims, unplaced)
         if self._listener is not None:
-            unplaced = sum(1 for e in events if e.status != AssignmentStatus.ASSIGNED)
-            self._listener.on_arrivals(Arrivals(headlines, vectors, found, sims, unplaced))
+            self._listener.on_arrivals(arrivals)
+        forwarder = self._forwarder
+        if forwarder is not None:
+            batch = PublishedArrivals(arrivals, [self._holder.published(h.id) for h in headlines])
+            with self._metrics.timed("forward"):
+                await retrier.run("produce", "kafka", lambda: forwarder.forward(batch))
 

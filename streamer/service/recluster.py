@@ -13,25 +13,29 @@ soon as the window first holds ``min_points`` headlines:
    (:mod:`streamer.core.window`; the service keeps the window in a child process
    so that this Python does not hold the ingest loop's GIL);
 3. delete expired headlines from Milvus (by policy);
-4. match clusters to the previous run (stable ids) and swap the snapshot in for
-   the ingest loop in one reference assignment;
-5. publish lifecycle events and the assignment events of headlines whose cluster
-   changed, then persist the registry and snapshot to the compacted state topic.
+4. match clusters to the previous run (stable ids);
+5. persist the registry (new ids, the run id, the run's events as an outbox) and the
+   snapshot to the compacted state topic, then swap the snapshot in for the ingest loop
+   in one reference assignment and publish the lifecycle events and the assignment
+   events of headlines whose cluster changed.
 
-Publishing before persisting keeps it at-least-once: a crash in between repeats
-the events (same deterministic ids) rather than losing them.
+Persisting first means that no published event names an id or run id the state does not
+hold: a crash in between is repaired by the next leader, which re-sends the outbox (same
+deterministic event ids). Only the leader runs (:mod:`streamer.service.leadership`): a
+takeover reads the latest state before its first run and claims a new epoch; a run whose
+leadership ended while it computed persists and publishes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from streamer.core.publishing import republish
 from streamer.core.tracking import ClusterRegistry
 from streamer.core.window import (
     ArrivalRows,
@@ -43,34 +47,37 @@ from streamer.core.window import (
     WindowComputer,
     WindowLost,
 )
-from streamer.domain.events import AssignmentEvent, AssignmentReason
+from streamer.domain.events import AssignmentEvent, AssignmentReason, ClusterEvent
 from streamer.domain.headline import Headline
 from streamer.domain.ports import Arrivals, EventSink, VectorStore
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Metrics
+from streamer.service.catch_up import StoreCatchUp
 from streamer.service.concurrency import BlockingRunner, wait_for_any
+from streamer.service.leadership import (
+    LEADER_KEY,
+    Claim,
+    Deposed,
+    Leadership,
+    encode_claim,
+)
+from streamer.service.recluster_state import registry_record, restore_state
 from streamer.service.retry import Retrier, ShutdownRequested
 from streamer.service.snapshots import (
-    STATE_ID_COUNTER_KEY,
     STATE_REGISTRY_KEY,
     STATE_SNAPSHOT_KEY,
     LiveSnapshot,
     SnapshotHolder,
-    decode_state,
     encode_state,
-    snapshot_from_state,
     snapshot_to_state,
 )
-from streamer.core.publishing import republish
 
-__all__ = ["Reclusterer", "RunReport", ]
+#: Reads the state topic's latest value per key (the composition root binds the Kafka adapter).
+StateReader = Callable[[], Awaitable[dict[bytes, bytes]]]
+
+__all__ = ["Reclusterer", "RunReport"]
 
 log = get_logger(__name__)
-
-# Ingest instances stamp ingested_at with their own clocks: re-read a little before the last
-# row seen so a slightly late clock cannot hide rows from the catch-up read.
-_CATCH_UP_SLACK_MS = 10_000
-
 
 
 
@@ -85,14 +92,6 @@ class RunReport:
     reassigned: int
     duration_s: float
     phases_s: dict[str, float] = field(default_factory=dict)  # where the run spent its time
-
-
-
-
-
-
-
-
 
 
 class Reclusterer:
@@ -110,7 +109,11 @@ class Reclusterer:
         config: ReclusterConfig,
         dim: int,
         window: WindowComputer | None = None,
+        leadership: Leadership | None = None,
+        read_state: StateReader | None = None,
     ) -> None:
+        """``leadership`` says when this instance may run (default: always, as in tests and
+        benches); ``read_state`` is read at every takeover (default: nothing to read)."""
         self._store = store
         self._sink = sink
         self._runner = runner
@@ -125,9 +128,18 @@ class Reclusterer:
         self._arrivals_since_run = 0
         self._unplaced_since_run = 0
         self._trigger = asyncio.Event()
-        self._ingested_watermark_ms = 0
+        self._store_catch_up = StoreCatchUp(store, runner, dim, every_run=config.catch_up_every_run)
         #: Emerging topics minted after the last run and brought back by :meth:`restore`.
         self.restored_emerging: list[int] = []
+        self.leadership = leadership if leadership is not None else Leadership()
+        self._read_state = read_state
+        self._restored_epoch = 0
+        self._resend: tuple[list[ClusterEvent], list[AssignmentEvent]] = ([], [])
+        self._unheard: set[str] = set()  # see ReclusterConfig.arrivals_forwarded
+
+    def wake(self) -> None:
+        """Look at the leadership now (the election calls it when this instance wins or loses)."""
+        self._trigger.set()
 
     # -- arrivals (event loop) -----------------------------------------------------------
     def on_arrivals(self, arrivals: Arrivals) -> None:
@@ -144,26 +156,65 @@ class Reclusterer:
             self._trigger.set()
 
     # -- schedule ------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event, retrier: Retrier, is_leader: Any = None) -> None:
-        """Run on triggers until ``stop``; only acts while ``is_leader()`` is true (when given)."""
+    async def run(self, stop: asyncio.Event, retrier: Retrier, is_leader: Callable[[], bool] | None = None) -> None:
+        """Run on triggers until ``stop``, only while this instance leads (``is_leader``, when
+        given, replaces the leadership passed at construction)."""
+        if is_leader is not None:
+            self.leadership = Leadership.from_flag(is_leader)
         while not stop.is_set():
             await wait_for_any(self._trigger, stop, timeout_s=self._config.interval_s)
             if stop.is_set():
                 return
             self._trigger.clear()
-            leading = is_leader is None or is_leader()
+            leading = self.leadership.elected()
             self._metrics.recluster_leader.set(1 if leading else 0)
-            if not leading:
-                self._bound_pending()
-                continue
+            if not leading and self.leadership.epoch is not None:
+                log.info("re-clusterer leadership ended", epoch=self.leadership.epoch)
+                self.leadership.release()
             try:
+                if self.leadership.needs_takeover():
+                    await self.take_over(retrier)
+                if not self.leadership.holds():
+                    self._bound_pending()
+                    continue
                 await self.run_once(retrier)
             except ShutdownRequested:
                 return
+            except Deposed as exc:
+                self._metrics.recluster_runs.labels("fenced").inc()
+                log.warning("re-clustering run dropped: this instance no longer leads", error=str(exc))
             except Exception as exc:  # a failed run must not stop ingest; the next trigger tries again
                 self._metrics.recluster_runs.labels("failed").inc()
                 self._metrics.errors.labels("recluster").inc()
                 log.exception("re-clustering run failed", error=str(exc))
+
+    async def take_over(self, retrier: Retrier) -> int:
+        """Become the leader: read the latest state, claim an epoch, re-send the last run's events.
+
+        Reading first means the counter, run id and membership are the previous leader's latest,
+        whatever this instance loaded at start; its window is read back from the store at the
+        next run. Returns the epoch claimed.
+        """
+        if self._read_state is not None:
+            state = await retrier.run("state", "kafka", self._read_state)
+            self.restore(state)
+        epoch = self.leadership.claim(self._restored_epoch)
+        claim = encode_claim(Claim(epoch, self.registry.next_id, self.registry.run_id))
+        topic = self._config.state_topic
+        await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, LEADER_KEY, claim))
+        self.leadership.check(epoch)
+        cluster_events, assignments = self._resend
+        created = [self.registry.minted_event(cid) for cid in self.restored_emerging]
+        # The last run may have died between persisting and publishing; emerging topics between
+        # writing their state and their created event. The copies carry the same event ids.
+        if created or cluster_events:
+            await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events([*cluster_events, *created]))
+        if assignments:
+            await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
+        self._resend = ([], [])
+        self._store_catch_up.reset()  # the window catches up from the store
+        log.info("re-clusterer leadership taken", epoch=epoch, run_id=self.registry.run_id, next_id=self.registry.next_id)
+        return epoch
 
     def _bound_pending(self) -> None:
         """A follower's buffer keeps at most a window's worth of the newest arrivals.
@@ -176,7 +227,7 @@ class Reclusterer:
         while self._pending and buffered - dropped > self._config.max_window_size:
             dropped += len(self._pending.pop(0).headlines)
         if dropped:
-            self._ingested_watermark_ms = 0
+            self._store_catch_up.reset()
             log.info("follower dropped arrivals older than a window; it reads them back if it leads", dropped=dropped)
 
     # -- one run -------------------------------------------------------------------------
@@ -185,30 +236,8 @@ class Reclusterer:
         return self.window.compute(run_id, [ArrivalRows.from_arrivals(a) for a in pending], caught_up)
 
     async def _catch_up(self, retrier: Retrier) -> CaughtUp:
-        """Rows Milvus holds that this instance has not seen (other ingest instances, a restart).
-
-        Ids first, then vectors only for the ids the window and the arrival buffer lack: on a
-        single instance that is nothing, and reading vectors back through Milvus Lite takes the
-        collection's lock long enough (~0.3 s per 1,000 rows) to stall the ingest loop. With
-        ``catch_up_every_run`` off (Milvus Lite: this process is its only writer) only the first
-        run reads, to take in the rows stored before a restart.
-        """
-        nothing: CaughtUp = ([], np.zeros((0, self._dim), np.float32), [])
-        if self._ingested_watermark_ms and not self._config.catch_up_every_run:
-            # This process is the store's only writer (Milvus Lite) and read it once already. The
-            # query would cost ~0.5 s at 10k rows of Lite's Python under its lock, stalling ingest.
-            return nothing
-        since = max(0, self._ingested_watermark_ms - _CATCH_UP_SLACK_MS) if self._ingested_watermark_ms else 0
-        started_ms = int(time.time() * 1000)
-        ids = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.ids_since, since))
         buffered = {h.id for arrivals in self._pending for h in arrivals.headlines}
-        missing = [hid for hid in ids if hid not in self.window and hid not in buffered]
-        found = nothing
-        if missing:
-            found = await retrier.run("recluster", "milvus", lambda: self._runner.run(self._store.fetch_rows, missing))
-        # Next time, read from a little before this read began (rows stamped meanwhile are re-listed, not lost).
-        self._ingested_watermark_ms = max(self._ingested_watermark_ms, started_ms)
-        return found
+        return await self._store_catch_up.read(retrier, lambda hid: hid in self.window or hid in buffered)
 
     async def run_once(self, retrier: Retrier) -> RunReport | None:
         started = time.perf_counter()
@@ -221,6 +250,11 @@ class Reclusterer:
             phases[name] = round(now - mark, 3)
             mark = now
 
+        if self.leadership.needs_takeover():  # called directly (tests, benches): the first run takes over
+            await self.take_over(retrier)
+        epoch = self.leadership.epoch
+        if epoch is None:
+            raise Deposed("this instance does not lead the re-clusterer")
         caught_up = await self._catch_up(retrier)
         phase("catch_up")
         if not self._pending and not caught_up[0] and self._holder.current is not None:
@@ -241,7 +275,7 @@ class Reclusterer:
         except WindowLost:
             # The window went with its process: read it back from the store at the next run,
             # as after a restart (the arrivals this run took are stored there too).
-            self._ingested_watermark_ms = 0
+            self._store_catch_up.reset()
             raise
         phase("compute")
         expired = change.expired
@@ -252,19 +286,27 @@ class Reclusterer:
         computed = change.computed
         if computed is None:
             return None
+        self.leadership.check(epoch)  # a deposed leader's run ends here: nothing matched, persisted or published
         tracking = await self._runner.run(
             self.registry.update, computed.ids, computed.clustering.labels, computed.summaries
         )
         phase("track")
         live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
+        stamp = {"leader_epoch": epoch}
+        cluster_events = [e.model_copy(update=stamp) for e in tracking.events]
+        assignments = [e.model_copy(update=stamp) for e in self._changed_assignments(computed, live)]
+        self.leadership.check(epoch)
+        await self.persist(retrier, live, epoch, cluster_events, assignments)
+        phase("persist")
+        # Fenced again after the write: a newer leader's claim seen meanwhile stops the events.
+        # (The record it may have overwritten names this run's ids; the new leader read the state
+        # before claiming, so it mints above them.)
+        self.leadership.check(epoch)
         self._holder.swap(live)
-        assignments = self._changed_assignments(computed, live)
-        await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(tracking.events))
+        await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events(cluster_events))
         await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
         self._holder.record_published(assignments)
         phase("publish")
-        await self.persist(retrier, live)
-        phase("persist")
         duration = time.perf_counter() - started
         counts: dict[str, int] = {}
         for event in tracking.events:
@@ -299,6 +341,12 @@ class Reclusterer:
         snapshot = computed.snapshot
         clusters = [live.stable(int(label)) for label in snapshot.labels.tolist()]
         published = [self._holder.published(hid) for hid in computed.ids]
+        if self._config.arrivals_forwarded:
+            # Not heard of yet: its batch is on the arrivals topic. Treated as unchanged for one run.
+            known = self._holder.last_assigned
+            unheard = {hid for hid in computed.ids if hid not in known and hid not in self._unheard}
+            published = [clusters[i] if hid in unheard else p for i, (hid, p) in enumerate(zip(computed.ids, published))]
+            self._unheard = unheard
         settled_before_ms = None
         if self._config.settle_s > 0 and len(computed.ids):
             settled_before_ms = int(np.max(computed.event_times_ms)) - int(self._config.settle_s * 1000)
@@ -321,9 +369,19 @@ class Reclusterer:
             )
         return events
 
-    async def persist(self, retrier: Retrier, live: LiveSnapshot) -> None:
+    async def persist(
+        self,
+        retrier: Retrier,
+        live: LiveSnapshot,
+        epoch: int,
+        cluster_events: list[ClusterEvent],
+        assignments: list[AssignmentEvent],
+    ) -> None:
+        """The registry record (with the run's events) first, then the snapshot."""
         started = time.perf_counter()
-        registry_bytes = await self._runner.run(encode_state, self.registry.to_state())
+        registry_bytes = await self._runner.run(
+            lambda: encode_state(registry_record(self.registry, epoch, cluster_events, assignments))
+        )
         snapshot_bytes = await self._runner.run(encode_state, snapshot_to_state(live))
         topic = self._config.state_topic
         await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_REGISTRY_KEY, registry_bytes))
@@ -331,22 +389,9 @@ class Reclusterer:
         self._metrics.stage_seconds.labels("state").observe(time.perf_counter() - started)
 
     def restore(self, state: dict[bytes, bytes]) -> None:
-        """Load the registry and snapshot read back from the state topic (after a restart)."""
-        if STATE_SNAPSHOT_KEY in state:
-            live = snapshot_from_state(decode_state(state[STATE_SNAPSHOT_KEY]))
-            self._holder.swap(live)
-            self._holder.seed_from(live)  # noise included: a restart does not re-publish it
-        if STATE_REGISTRY_KEY in state:
-            self.registry.load_state(decode_state(state[STATE_REGISTRY_KEY]))
-            self._holder.last_assigned.update(self.registry.cluster_of())  # placements since the run
-        if STATE_ID_COUNTER_KEY in state:  # ids minted for emerging topics after the last run
-            self.restored_emerging = self.registry.restore_emerging(json.loads(state[STATE_ID_COUNTER_KEY]))
-            self._holder.last_assigned.update(
-                {hid: cid for cid in self.restored_emerging for hid in self.registry.clusters[cid].members}
-            )
-        log.info(
-            "state restored",
-            run_id=self.registry.run_id,
-            clusters=len(self.registry.clusters),
-            emerging=len(self.restored_emerging),
-        )
+        """Load the registry and snapshot read back from the state topic (a start, a takeover)."""
+        restored = restore_state(state, self.registry, self._holder)
+        self.restored_emerging = restored.emerging
+        self._restored_epoch = max(self._restored_epoch, restored.epoch)
+        self.leadership.observe(restored.epoch)
+        self._resend = (restored.cluster_events, restored.assignments)

@@ -19,8 +19,7 @@ import numpy as np
 
 from streamer.core.snapshot import Snapshot
 from streamer.domain.events import AssignmentEvent, AssignmentStatus
-from streamer.domain.headline import NOISE
-from streamer.domain.headline import UNASSIGNED
+from streamer.domain.headline import NOISE, UNASSIGNED
 
 #: State-topic key of the registry's id counter and the emerging topics minted since the last run
 #: (``ClusterRegistry.emerging_state``), written whenever the ingest loop mints an id.
@@ -62,6 +61,12 @@ class SnapshotHolder:
             unassigned = event.status == AssignmentStatus.UNASSIGNED
             self.last_assigned[event.headline_id] = UNASSIGNED if unassigned else event.cluster_id
             self.last_assigned.move_to_end(event.headline_id)
+        self._trim()
+
+    def remember(self, headline_id: str, cluster_id: int) -> None:
+        """What an arrival event published, learnt from elsewhere (another replica's batch)."""
+        self.last_assigned[headline_id] = cluster_id
+        self.last_assigned.move_to_end(headline_id)
         self._trim()
 
     def _trim(self) -> None:

@@ -191,7 +191,7 @@ def test_compose_streamer_services(compose: dict[str, Any], monkeypatch: pytest.
         assert f":{settings.service.http_port}/readyz" in hc
     assert roles == {"streamer-ingest": "ingest", "streamer-recluster": "recluster"}
     assert services["streamer-ingest"]["deploy"]["replicas"] == 2
-    assert services["streamer-recluster"]["deploy"].get("replicas", 1) == 1
+    assert services["streamer-recluster"]["deploy"]["replicas"] == 2  # leader + standby, as test_topology runs
     partitions = int(_env_dict(services["streamer-ingest"])["STREAMER_KAFKA__PARTITIONS"])
     assert services["streamer-ingest"]["deploy"]["replicas"] <= partitions
     milvus = services["milvus"]
@@ -321,9 +321,11 @@ def test_workloads(name: str, rendered: dict[str, Any], monkeypatch: pytest.Monk
     _, docs = rendered[name]
     ingest = _one(docs, "Deployment", "streamer-ingest")
     recluster = _one(docs, "Deployment", "streamer-recluster")
-    # re-clusterer: one replica, Recreate (never two leaders' worth of memory during a rollout)
-    assert recluster["spec"]["replicas"] == 1
-    assert recluster["spec"]["strategy"]["type"] == "Recreate"
+    # re-clusterer: leader + standby, as test_topology runs; rolled one at a time with no surge
+    # (one of them always runs, never three windows' worth of memory)
+    assert recluster["spec"]["replicas"] == 2
+    assert recluster["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert recluster["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert _container(recluster)["args"] == ["run", "--role", "recluster"]
     assert _container(ingest)["args"] == ["run", "--role", "ingest"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from streamer.core.publishing import republish
 from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ReclusterConfig
 from streamer.domain.events import AssignmentEvent, AssignmentReason, AssignmentStatus
 from streamer.domain.headline import NOISE, Headline
 from streamer.service.recluster import Reclusterer
@@ -44,7 +45,7 @@ def test_restore_seeds_what_the_last_run_published_noise_included() -> None:
     }
     holder = SnapshotHolder()
     reclusterer = Reclusterer(store=None, sink=None, runner=None, holder=holder, registry=ClusterRegistry(),  # type: ignore[arg-type]
-                              metrics=None, config=None, dim=8, window=object())  # type: ignore[arg-type]
+                              metrics=None, config=ReclusterConfig(), dim=8, window=object())  # type: ignore[arg-type]
     reclusterer.restore({STATE_SNAPSHOT_KEY: encode_state(state)})
     held = [holder.published(h) for h in ("n", "m1", "m1", "new")]
     # n stays noise, m1 stays in 7 (nothing to publish), m1 to noise is a change; "new" was never published

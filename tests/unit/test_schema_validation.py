@@ -77,12 +77,23 @@ def test_epoch_seconds_and_milliseconds() -> None:
 
 
 def test_event_ids_are_deterministic() -> None:
-    """The same assignment twice has the same event id; another run gives another id."""
+    """The same re-assignment twice has the same event id; another run gives another id. A
+    headline has one arrival event id, whatever snapshot a redelivered copy was placed against."""
     h = Headline(id="a", title="t")
-    make = lambda run: AssignmentEvent.make(  # noqa: E731
-        headline=h, cluster_id=3, status=AssignmentStatus.ASSIGNED, probability=0.5, run_id=run, reason=AssignmentReason.ARRIVAL
-    )
+
+    def make(run: int, cluster: int = 3, reason: AssignmentReason = AssignmentReason.RECLUSTER) -> AssignmentEvent:
+        return AssignmentEvent.make(
+            headline=h, cluster_id=cluster, status=AssignmentStatus.ASSIGNED, probability=0.5, run_id=run, reason=reason
+        )
+
     assert make(1).event_id == make(1).event_id != make(2).event_id
+    arrival = AssignmentReason.ARRIVAL
+    assert make(1, 3, arrival).event_id == make(2, 5, arrival).event_id != make(1, 3).event_id
+    other = AssignmentEvent.make(
+        headline=Headline(id="b", title="t"), cluster_id=3, status=AssignmentStatus.ASSIGNED, probability=0.5,
+        run_id=1, reason=arrival,
+    )
+    assert other.event_id != make(1, 3, arrival).event_id
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -29,8 +30,13 @@ class LeaderElection:
     leaves. The member keeps polling so the coordinator knows it is alive.
     """
 
-    def __init__(self, settings: KafkaSettings, *, topic: str, group_id: str) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, topic: str, group_id: str, on_change: Callable[[bool], None] | None = None
+    ) -> None:
+        """``on_change(leading)`` is called when this member wins or loses the leadership."""
         self._settings = settings
+        self._on_change = on_change
+        self._terms = 0
         self._topic = topic
         self._group_id = group_id
         self._consumer: Any = None
@@ -39,6 +45,18 @@ class LeaderElection:
 
     def is_leader(self) -> bool:
         return self._leading
+
+    def term(self) -> int:
+        """0 while not leading; otherwise a number that changes with every leadership won."""
+        return self._terms if self._leading else 0
+
+    def _set(self, leading: bool) -> None:
+        if leading and not self._leading:
+            self._terms += 1
+        changed = leading != self._leading
+        self._leading = leading
+        if changed and self._on_change is not None:
+            self._on_change(leading)
 
     async def start(self, *, timeout_s: float = 60) -> None:
         if self._consumer is not None:
@@ -58,10 +76,10 @@ class LeaderElection:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 if revoked and election._leading:
                     log.info("re-clusterer leadership lost")
-                election._leading = False
+                election._set(False)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                election._leading = any(tp.partition == 0 for tp in assigned)
+                election._set(any(tp.partition == 0 for tp in assigned))
                 if election._leading:
                     log.info("re-clusterer leadership acquired", group=election._group_id)
 
@@ -87,7 +105,7 @@ class LeaderElection:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
-        self._leading = False
+        self._set(False)
         if consumer is not None:
             await consumer.stop()
 

@@ -92,6 +92,10 @@ class AiokafkaSink:
     async def _send_records(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
         await self._send_all(topic, [(key, value, []) for key, value in records])
 
+    async def send_records(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Keyed records to any topic, acknowledged (the internal arrivals topic)."""
+        await self._send_records(topic, records)
+
     async def send_assignments(self, events: Sequence[AssignmentEvent]) -> None:
         await self._send_all(
             self._settings.assignments_topic,

@@ -1,0 +1,116 @@
+"""The re-clusterer's leadership as one instance holds it: elected, and under which epoch.
+
+The election (a Kafka group, :class:`streamer.adapters.kafka.election.LeaderElection`) says
+who *should* lead; it cannot stop a deposed leader whose run is already computing. The epoch
+does: every takeover claims an epoch above every epoch it has seen (the state topic's latest
+claim, registry and observed records), writes the claim to the state topic before its first
+run, and stamps it on what it persists and publishes. An instance that observes a higher claim
+on the state topic, or loses the election, is deposed: :meth:`Leadership.check` raises
+:class:`Deposed` and the run in flight persists and publishes nothing. A consumer can apply the
+same rule to events (drop a leader event whose ``leader_epoch`` is below the highest seen).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from streamer.observability.logs import get_logger
+
+__all__ = ["Claim", "Deposed", "Leadership", "LEADER_KEY", "encode_claim", "decode_claim"]
+
+log = get_logger(__name__)
+
+#: State-topic key of the latest leader claim (:class:`Claim`).
+LEADER_KEY = b"leader"
+
+
+class Deposed(RuntimeError):
+    """This instance no longer holds the leadership (and epoch) its work started under."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A takeover's record: its epoch, and the counters it took over (a floor for any later reader,
+    should a deposed leader's late write replace the registry record it read)."""
+
+    epoch: int
+    next_id: int = 0
+    run_id: int = 0
+
+
+def encode_claim(claim: Claim) -> bytes:
+    return json.dumps({"epoch": claim.epoch, "next_id": claim.next_id, "run_id": claim.run_id}).encode()
+
+
+def decode_claim(value: bytes) -> Claim:
+    """A claim record; epoch 0 for one that cannot be read (it then fences nobody)."""
+    try:
+        data: Any = json.loads(value)
+        return Claim(int(data["epoch"]), int(data.get("next_id", 0)), int(data.get("run_id", 0)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("unreadable leader claim on the state topic", value=value[:100].decode(errors="replace"))
+        return Claim(0)
+
+
+class Leadership:
+    """Elected (a term of the election) and claimed (an epoch of its own); both are needed to act.
+
+    ``term()`` is 0 while not elected and a number that changes with every election won, so a
+    lost-and-regained leadership is a new term that takes over (reads the state) again.
+    """
+
+    def __init__(self, term: Callable[[], int] = lambda: 1) -> None:
+        self._term = term
+        self._claimed_term = 0
+        #: The epoch this instance claimed for its current term; None when not leading.
+        self.epoch: int | None = None
+        #: The highest epoch seen anywhere (claims on the state topic, restored state).
+        self.newest_seen = 0
+
+    @classmethod
+    def from_flag(cls, is_leader: Callable[[], bool]) -> Leadership:
+        """For a plain "am I the leader" callable (one term while it says yes)."""
+        return cls(lambda: 1 if is_leader() else 0)
+
+    def elected(self) -> bool:
+        return self._term() > 0
+
+    def needs_takeover(self) -> bool:
+        """Elected for a term this instance has not claimed an epoch in yet."""
+        term = self._term()
+        return term > 0 and (self.epoch is None or term != self._claimed_term)
+
+    def observe(self, epoch: int) -> None:
+        """An epoch seen on the state topic; one above ours deposes us."""
+        if epoch > self.newest_seen:
+            self.newest_seen = epoch
+            if self.epoch is not None and epoch > self.epoch:
+                log.warning("a newer leader claimed the re-clusterer", ours=self.epoch, theirs=epoch)
+
+    def claim(self, floor: int = 0) -> int:
+        """Start a term: an epoch above ``floor`` and everything seen so far."""
+        self._claimed_term = self._term()
+        self.epoch = max(floor, self.newest_seen) + 1
+        self.newest_seen = self.epoch
+        return self.epoch
+
+    def release(self) -> None:
+        self.epoch = None
+        self._claimed_term = 0
+
+    def holds(self) -> bool:
+        """Elected in the claimed term, and nobody claimed a newer epoch since."""
+        return (
+            self.epoch is not None
+            and self.newest_seen <= self.epoch
+            and self._term() == self._claimed_term
+            and self._claimed_term > 0
+        )
+
+    def check(self, epoch: int) -> None:
+        """Raise :class:`Deposed` unless this instance still leads under ``epoch``."""
+        if self.epoch != epoch or not self.holds():
+            raise Deposed(f"leadership of epoch {epoch} is gone (claimed {self.epoch}, newest seen {self.newest_seen})")
