@@ -174,7 +174,11 @@ async def _start(
             k.assignments_topic: {"partitions": k.partitions},
             k.cluster_events_topic: {"partitions": k.partitions},
             k.dead_letter_topic: {"partitions": 1},
-            settings.tracking.arrivals_topic: {"partitions": k.partitions},
+            settings.tracking.arrivals_topic: {
+                "partitions": k.partitions,
+                # A batch with its vectors: 64 headlines of 1,024-d are ~0.3 MB; allow large batches.
+                "config": {"max.message.bytes": str(STATE_MAX_BYTES)},
+            },
             settings.tracking.state_topic: {
                 "partitions": 1,
                 "config": {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_BYTES)},
@@ -216,23 +220,29 @@ async def _start(
     reclusterer.restore(await read_state(k, settings.tracking.state_topic, timeout_s=_START_TIMEOUT_S))
     retrier = Retrier(metrics, health, stop, initial_s=k.retry_backoff_ms / 1000, max_s=10.0)
     tasks: list[asyncio.Task[None]] = []
-    if parts.recluster:
-        # Leading starts with a takeover (the latest state, a new epoch, the last run's events re-sent).
-        await election.start(timeout_s=_START_TIMEOUT_S)
-        stack.push_async_callback(election.stop)
-        tasks.append(_spawn(stack, stop, reclusterer.run(stop, retrier), "recluster"))
     if parts.recluster and not parts.colocated:
-        # Ingest runs in other processes (--role ingest): their batches come through Kafka.
+        # Ingest runs in other processes (--role ingest): their batches come through Kafka. The
+        # follower pins its start before this instance may lead, so that a takeover's read of the
+        # store and the batches it takes from the topic leave no gap between them.
         replicas = ReplicaArrivals(
             holder=holder, registry=registry, window=reclusterer, sink=sink, leadership=leadership,
             retrier=retrier, metrics=metrics, state_topic=settings.tracking.state_topic,
             placement=ArrivalPlacement(
                 holder, ArrivalAssigner(ingest_config(settings).emerging, registry, leadership.holds), registry
             ),
+            restored=lambda: reclusterer.restored_placed,
         )
-        tasks.append(
-            _spawn(stack, stop, follow_arrivals(k, settings.tracking.arrivals_topic, replicas.take, stop), "arrivals")
-        )
+        pinned = asyncio.Event()
+        tasks.append(_spawn(
+            stack, stop, follow_arrivals(k, settings.tracking.arrivals_topic, replicas.take, stop, pinned=pinned),
+            "arrivals",
+        ))
+        await asyncio.wait_for(pinned.wait(), _START_TIMEOUT_S)
+    if parts.recluster:
+        # Leading starts with a takeover (a new epoch, the latest state, the last run's events re-sent).
+        await election.start(timeout_s=_START_TIMEOUT_S)
+        stack.push_async_callback(election.stop)
+        tasks.append(_spawn(stack, stop, reclusterer.run(stop, retrier), "recluster"))
     if parts.follows_snapshots or parts.recluster:
         tasks.append(
             _spawn(stack, stop, _follow_state(settings, holder, background, leadership, parts, stop), "state")
@@ -300,7 +310,7 @@ async def _follow_state(
 
     def on_state(key: bytes, value: bytes) -> None:
         if key == LEADER_KEY:
-            leadership.observe(decode_claim(value).epoch)
+            leadership.observe(decode_claim(value))
         elif key == STATE_SNAPSHOT_KEY and parts.follows_snapshots and not leadership.holds():
             task = asyncio.create_task(take_snapshot(value), name="snapshot-decode")
             decoding.add(task)

@@ -90,6 +90,7 @@ class ClusterRegistry:
         self.next_id = int(state["next_id"])
         self.run_id = int(state["run_id"])
         self.clusters = {int(c["id"]): _cluster_from_state(c) for c in state["clusters"]}
+        self._recorded = {}  # recorded against the clusters just replaced
 
     def emerging_state(self) -> dict[str, Any]:
         """The id counter and the emerging topics minted since the last run, with their members.

@@ -180,6 +180,9 @@ class ReclusterConfig:
     #: headline whose arrival event the re-clusterer has not heard of yet is left to the next run,
     #: since downstream may hold an arrival event it has not seen. One run later it is published.
     arrivals_forwarded: bool = False
+    #: A takeover writes its claim, waits this long (longer than a deposed leader takes to see the
+    #: claim on the state topic), then reads the state: see Reclusterer.take_over.
+    takeover_grace_s: float = 3.0
     #: A headline this much older than the window's newest keeps the topic it was published in
     #: (:func:`streamer.core.publishing.republish`); 0 = every change is published.
     settle_s: float = 12 * 3600.0

@@ -13,6 +13,7 @@ same rule to events (drop a leader event whose ``leader_epoch`` is below the hig
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,23 +34,33 @@ class Deposed(RuntimeError):
 
 @dataclass(frozen=True)
 class Claim:
-    """A takeover's record: its epoch, and the counters it took over (a floor for any later reader,
-    should a deposed leader's late write replace the registry record it read)."""
+    """A leader's record: its epoch and owner, and the counters it had persisted (a floor for any
+    later reader, should a deposed leader's late write replace the registry record)."""
 
     epoch: int
+    owner: str = ""
     next_id: int = 0
     run_id: int = 0
 
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Claims compare by epoch, then owner: two takeovers that read the same claim never tie."""
+        return (self.epoch, self.owner)
+
 
 def encode_claim(claim: Claim) -> bytes:
-    return json.dumps({"epoch": claim.epoch, "next_id": claim.next_id, "run_id": claim.run_id}).encode()
+    return json.dumps(
+        {"epoch": claim.epoch, "owner": claim.owner, "next_id": claim.next_id, "run_id": claim.run_id}
+    ).encode()
 
 
 def decode_claim(value: bytes) -> Claim:
     """A claim record; epoch 0 for one that cannot be read (it then fences nobody)."""
     try:
         data: Any = json.loads(value)
-        return Claim(int(data["epoch"]), int(data.get("next_id", 0)), int(data.get("run_id", 0)))
+        return Claim(
+            int(data["epoch"]), str(data.get("owner", "")), int(data.get("next_id", 0)), int(data.get("run_id", 0))
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("unreadable leader claim on the state topic", value=value[:100].decode(errors="replace"))
         return Claim(0)
@@ -62,52 +73,55 @@ class Leadership:
     lost-and-regained leadership is a new term that takes over (reads the state) again.
     """
 
-    def __init__(self, term: Callable[[], int] = lambda: 1) -> None:
+    def __init__(self, term: Callable[[], int] = lambda: 1, *, owner: str | None = None) -> None:
         self._term = term
         self._claimed_term = 0
+        #: Who this instance is in claims (ties between equal epochs break on it).
+        self.owner = owner or uuid.uuid4().hex
         #: The epoch this instance claimed for its current term; None when not leading.
         self.epoch: int | None = None
-        #: The highest epoch seen anywhere (claims on the state topic, restored state).
-        self.newest_seen = 0
+        #: The highest claim seen anywhere (state topic, restored state), as (epoch, owner).
+        self.newest_seen: tuple[int, str] = (0, "")
 
     @classmethod
     def from_flag(cls, is_leader: Callable[[], bool]) -> Leadership:
         """For a plain "am I the leader" callable (one term while it says yes)."""
         return cls(lambda: 1 if is_leader() else 0)
 
+    @property
+    def _ours(self) -> tuple[int, str]:
+        return (self.epoch if self.epoch is not None else -1, self.owner)
+
     def elected(self) -> bool:
         return self._term() > 0
 
     def needs_takeover(self) -> bool:
-        """Elected for a term this instance has not claimed an epoch in yet."""
+        """Elected, and not holding a claim for this term (none yet, a new term, or a newer claim
+        seen while the election still says this instance leads: the other is the deposed one)."""
         term = self._term()
-        return term > 0 and (self.epoch is None or term != self._claimed_term)
+        return term > 0 and (self.epoch is None or term != self._claimed_term or self.newest_seen > self._ours)
 
-    def observe(self, epoch: int) -> None:
-        """An epoch seen on the state topic; one above ours deposes us."""
-        if epoch > self.newest_seen:
-            self.newest_seen = epoch
-            if self.epoch is not None and epoch > self.epoch:
-                log.warning("a newer leader claimed the re-clusterer", ours=self.epoch, theirs=epoch)
+    def observe(self, claim: Claim) -> None:
+        """A claim seen on the state topic; one ranked above ours deposes us."""
+        if claim.rank > self.newest_seen:
+            self.newest_seen = claim.rank
+            if self.epoch is not None and claim.rank > self._ours:
+                log.warning("a newer leader claimed the re-clusterer", ours=self.epoch, theirs=claim.epoch)
 
     def claim(self, floor: int = 0) -> int:
-        """Start a term: an epoch above ``floor`` and everything seen so far."""
+        """Start a term: an epoch above ``floor`` and every claim seen so far."""
         self._claimed_term = self._term()
-        self.epoch = max(floor, self.newest_seen) + 1
-        self.newest_seen = self.epoch
+        self.epoch = max(floor, self.newest_seen[0]) + 1
+        self.newest_seen = self._ours
         return self.epoch
 
-    def release(self) -> None:
-        self.epoch = None
-        self._claimed_term = 0
-
     def holds(self) -> bool:
-        """Elected in the claimed term, and nobody claimed a newer epoch since."""
+        """Elected in the claimed term, and nobody claimed above us since."""
         return (
             self.epoch is not None
-            and self.newest_seen <= self.epoch
-            and self._term() == self._claimed_term
+            and self.newest_seen <= self._ours
             and self._claimed_term > 0
+            and self._term() == self._claimed_term
         )
 
     def check(self, epoch: int) -> None:

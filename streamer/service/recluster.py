@@ -136,6 +136,8 @@ class Reclusterer:
         self._restored_epoch = 0
         self._resend: tuple[list[ClusterEvent], list[AssignmentEvent]] = ([], [])
         self._unheard: set[str] = set()  # see ReclusterConfig.arrivals_forwarded
+        #: Placements a split-topology leader published since its last run (restored at a takeover).
+        self.restored_placed: dict[str, AssignmentEvent] = {}
 
     def wake(self) -> None:
         """Look at the leadership now (the election calls it when this instance wins or loses)."""
@@ -168,9 +170,6 @@ class Reclusterer:
             self._trigger.clear()
             leading = self.leadership.elected()
             self._metrics.recluster_leader.set(1 if leading else 0)
-            if not leading and self.leadership.epoch is not None:
-                log.info("re-clusterer leadership ended", epoch=self.leadership.epoch)
-                self.leadership.release()
             try:
                 if self.leadership.needs_takeover():
                     await self.take_over(retrier)
@@ -189,24 +188,34 @@ class Reclusterer:
                 log.exception("re-clustering run failed", error=str(exc))
 
     async def take_over(self, retrier: Retrier) -> int:
-        """Become the leader: read the latest state, claim an epoch, re-send the last run's events.
+        """Become the leader: claim an epoch, then read the latest state and re-send what the last
+        leader may not have published.
 
-        Reading first means the counter, run id and membership are the previous leader's latest,
-        whatever this instance loaded at start; its window is read back from the store at the
-        next run. Returns the epoch claimed.
+        The claim (above every epoch in the state read first) goes out before the read that
+        counts, which waits ``takeover_grace_s``: a deposed leader sees the
+        claim (its state follower) before the read, so whatever it still persisted is read here,
+        and nothing it persists later gets published. The counter, run id and membership are then
+        the previous leader's latest, whatever this instance loaded at start; its window is read
+        back from the store at the next run. Returns the epoch claimed.
         """
-        if self._read_state is not None:
-            state = await retrier.run("state", "kafka", self._read_state)
-            self.restore(state)
+        if self._read_state is not None:  # the epochs claimed so far, so that ours is above them
+            self.restore(await retrier.run("state", "kafka", self._read_state))
         epoch = self.leadership.claim(self._restored_epoch)
-        claim = encode_claim(Claim(epoch, self.registry.next_id, self.registry.run_id))
-        topic = self._config.state_topic
-        await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, LEADER_KEY, claim))
+        await self._write_claim(retrier, epoch)
+        if self._read_state is not None:
+            await asyncio.sleep(self._config.takeover_grace_s)
+            self.restore(await retrier.run("state", "kafka", self._read_state))
+            # What downstream holds for arrivals since the last run is published membership.
+            covered = self._holder.current.snapshot.position if self._holder.current is not None else {}
+            for hid, cid in self._holder.last_assigned.items():
+                if cid >= 0 and hid not in covered:
+                    self.registry.record(cid, [hid])
         self.leadership.check(epoch)
+        await self._write_claim(retrier, epoch)  # with the floors just read
         cluster_events, assignments = self._resend
         created = [self.registry.minted_event(cid) for cid in self.restored_emerging]
         # The last run may have died between persisting and publishing; emerging topics between
-        # writing their state and their created event. The copies carry the same event ids.
+        # writing their state and their events. The copies carry the same event ids.
         if created or cluster_events:
             await retrier.run("produce", "kafka", lambda: self._sink.send_cluster_events([*cluster_events, *created]))
         if assignments:
@@ -215,6 +224,12 @@ class Reclusterer:
         self._store_catch_up.reset()  # the window catches up from the store
         log.info("re-clusterer leadership taken", epoch=epoch, run_id=self.registry.run_id, next_id=self.registry.next_id)
         return epoch
+
+    async def _write_claim(self, retrier: Retrier, epoch: int) -> None:
+        """The leader record: this epoch, and the counters persisted so far (floors for any reader)."""
+        claim = encode_claim(Claim(epoch, self.leadership.owner, self.registry.next_id, self.registry.run_id))
+        topic = self._config.state_topic
+        await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, LEADER_KEY, claim))
 
     def _bound_pending(self) -> None:
         """A follower's buffer keeps at most a window's worth of the newest arrivals.
@@ -386,12 +401,15 @@ class Reclusterer:
         topic = self._config.state_topic
         await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_REGISTRY_KEY, registry_bytes))
         await retrier.run("state", "kafka", lambda: self._sink.send_state(topic, STATE_SNAPSHOT_KEY, snapshot_bytes))
+        await self._write_claim(retrier, epoch)
         self._metrics.stage_seconds.labels("state").observe(time.perf_counter() - started)
 
     def restore(self, state: dict[bytes, bytes]) -> None:
         """Load the registry and snapshot read back from the state topic (a start, a takeover)."""
-        restored = restore_state(state, self.registry, self._holder)
+        restored = restore_state(state, self.registry, self._holder, owner=self.leadership.owner)
         self.restored_emerging = restored.emerging
         self._restored_epoch = max(self._restored_epoch, restored.epoch)
-        self.leadership.observe(restored.epoch)
-        self._resend = (restored.cluster_events, restored.assignments)
+        if restored.claim is not None:
+            self.leadership.observe(restored.claim)
+        self._resend = (restored.cluster_events, [*restored.assignments, *restored.placed])
+        self.restored_placed = {e.headline_id: e for e in restored.placed}

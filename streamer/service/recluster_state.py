@@ -17,7 +17,7 @@ from typing import Any
 from streamer.core.tracking import ClusterRegistry
 from streamer.domain.events import AssignmentEvent, ClusterEvent
 from streamer.observability.logs import get_logger
-from streamer.service.leadership import LEADER_KEY, decode_claim
+from streamer.service.leadership import LEADER_KEY, Claim, decode_claim
 from streamer.service.snapshots import (
     STATE_ID_COUNTER_KEY,
     STATE_REGISTRY_KEY,
@@ -58,17 +58,26 @@ class Restored:
     #: The last run's events, to re-send in case the run died before publishing them all.
     cluster_events: list[ClusterEvent] = field(default_factory=list)
     assignments: list[AssignmentEvent] = field(default_factory=list)
+    #: The latest leader claim on the state topic, if any.
+    claim: Claim | None = None
+    #: Placements a split-topology leader published since its last run that no snapshot covers:
+    #: re-sent by the next leader (it may have died between persisting and publishing them).
+    placed: list[AssignmentEvent] = field(default_factory=list)
 
 
-def restore_state(state: dict[bytes, bytes], registry: ClusterRegistry, holder: SnapshotHolder) -> Restored:
+def restore_state(
+    state: dict[bytes, bytes], registry: ClusterRegistry, holder: SnapshotHolder, *, owner: str = ""
+) -> Restored:
     """Load the state topic's latest values into ``registry`` and ``holder``.
 
     The registry is replaced by the record's (a takeover must not mint from an old counter);
     the holder takes the snapshot when it is newer than its own and remembers what was
-    published for its headlines (noise included: a restart does not re-publish it).
+    published for its headlines (noise included: a restart does not re-publish it). ``owner``
+    is the reader's own claim owner (see below).
     """
     restored = Restored()
     claim = decode_claim(state[LEADER_KEY]) if LEADER_KEY in state else None
+    restored.claim = claim
     if claim is not None:
         restored.epoch = claim.epoch
     if STATE_SNAPSHOT_KEY in state:
@@ -87,7 +96,11 @@ def restore_state(state: dict[bytes, bytes], registry: ClusterRegistry, holder: 
     if record is not None:
         holder.last_assigned.update(registry.cluster_of())  # placements since the run
         outbox = record.get("outbox") or {}
-        if int(outbox.get("run_id", -1)) == registry.run_id:
+        # A record below another leader's latest claim is a deposed leader's late write: its run's
+        # events may never have been published, and must not be (that leader may reuse the run id).
+        # Below our own fresh claim it is the last leader's, and its outbox ours to finish.
+        current = claim is None or claim.owner == owner or int(record.get("epoch", 0)) >= claim.epoch
+        if current and int(outbox.get("run_id", -1)) == registry.run_id:
             restored.cluster_events = [ClusterEvent.model_validate(e) for e in outbox.get("cluster_events", [])]
             restored.assignments = [AssignmentEvent.model_validate(e) for e in outbox.get("assignments", [])]
             holder.record_published(restored.assignments)
@@ -105,10 +118,12 @@ def restore_state(state: dict[bytes, bytes], registry: ClusterRegistry, holder: 
         # What a split-topology leader published that no run had taken in yet (emerging and
         # follow placements); a headline the snapshot holds has the run's verdict instead.
         covered = holder.current.snapshot.position if holder.current is not None else {}
-        for hid, cid in minted.get("placed", {}).items():
-            if hid not in covered:
-                holder.remember(hid, int(cid))
-                registry.record(int(cid), [hid])
+        for raw in minted.get("events", []):
+            event = AssignmentEvent.model_validate(raw)
+            if event.headline_id not in covered:
+                holder.remember(event.headline_id, event.cluster_id)
+                registry.record(event.cluster_id, [event.headline_id])
+                restored.placed.append(event)
     log.info(
         "state restored",
         run_id=registry.run_id,

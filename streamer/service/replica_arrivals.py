@@ -18,6 +18,7 @@ A copy of a headline already taken (a redelivered batch) is skipped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from streamer.core.tracking import ClusterRegistry
 from streamer.domain.events import AssignmentEvent, AssignmentReason, ClusterEvent
@@ -30,9 +31,9 @@ from streamer.domain.ports import (
 )
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Metrics
-from streamer.service.leadership import Leadership
+from streamer.service.leadership import Deposed, Leadership
 from streamer.service.placement import ArrivalPlacement
-from streamer.service.retry import Retrier
+from streamer.service.retry import Retrier, ShutdownRequested
 from streamer.service.snapshots import STATE_ID_COUNTER_KEY, SnapshotHolder
 
 __all__ = ["ReplicaArrivals"]
@@ -55,7 +56,9 @@ class ReplicaArrivals:
         retrier: Retrier,
         metrics: Metrics,
         state_topic: str,
+        restored: Callable[[], dict[str, AssignmentEvent]] = dict,
     ) -> None:
+        """``restored`` gives the placements the last takeover brought back (see :meth:`_uncovered`)."""
         self._holder = holder
         self._registry = registry
         self._placement = placement
@@ -65,21 +68,27 @@ class ReplicaArrivals:
         self._retrier = retrier
         self._metrics = metrics
         self._state_topic = state_topic
+        self._restored = restored
         #: Placements this leader published that no snapshot covers yet (persisted with each change).
-        self._placed: dict[str, int] = {}
+        self._placed: dict[str, AssignmentEvent] = {}
         self._placed_run = -1
+        self._placed_epoch: int | None = None
 
-    def _uncovered(self) -> dict[str, int]:
-        """Placements published here that the current snapshot does not cover (a run that took the
-        headline in has published its verdict on it, and the snapshot restores that)."""
+    def _uncovered(self, epoch: int) -> dict[str, AssignmentEvent]:
+        """Placements published (by this term, or the last leader's as restored) that the current
+        snapshot does not cover: a run that took the headline in has published its verdict on it."""
+        if epoch != self._placed_epoch:  # a new term starts from what the takeover restored
+            self._placed_epoch, self._placed_run = epoch, -1
+            self._placed = dict(self._restored())
         live = self._holder.current
         if live is not None and live.snapshot.run_id != self._placed_run:
             self._placed_run = live.snapshot.run_id
             position = live.snapshot.position
-            self._placed = {hid: cid for hid, cid in self._placed.items() if hid not in position}
+            self._placed = {hid: e for hid, e in self._placed.items() if hid not in position}
         return self._placed
 
     async def take(self, batch: PublishedArrivals) -> None:
+        """Take a forwarded batch; never raises for one batch (the follower goes on with the next)."""
         arrivals = batch.arrivals
         fresh = [i for i, h in enumerate(arrivals.headlines) if h.id not in self._holder.last_assigned]
         if not fresh:
@@ -91,12 +100,18 @@ class ReplicaArrivals:
         for headline, cluster in zip(arrivals.headlines, published, strict=True):
             self._holder.remember(headline.id, cluster)
         epoch = self._leadership.epoch
-        if epoch is not None and self._leadership.holds() and self._holder.current is not None:
-            await self._place(arrivals, published, epoch)
-        else:
-            for headline, cluster in zip(arrivals.headlines, published, strict=True):
-                if cluster not in (NOISE, UNASSIGNED):
-                    self._registry.record(cluster, [headline.id])
+        try:
+            if epoch is not None and self._leadership.holds() and self._holder.current is not None:
+                await self._place(arrivals, published, epoch)
+        except Deposed as exc:
+            log.warning("placement of forwarded arrivals dropped: this instance no longer leads", error=str(exc))
+        except ShutdownRequested:
+            raise
+        except Exception as exc:  # the batch still reaches the window; its arrival events stand
+            self._metrics.errors.labels("replica_arrivals").inc()
+            log.exception("placement of forwarded arrivals failed", error=str(exc)[:300])
+        # A standby records nothing in the registry: a takeover replaces it, then records
+        # what the holder remembers (Reclusterer.take_over).
         self._window.on_arrivals(arrivals)
 
     async def _place(self, arrivals: Arrivals, published: list[int], epoch: int) -> None:
@@ -124,9 +139,11 @@ class ReplicaArrivals:
         self._leadership.check(epoch)
         # The counter, the new topics and every placement published since the run, before the
         # events: a leader taking over after a crash knows what downstream holds for them.
-        placed = self._uncovered()
-        placed.update({e.headline_id: e.cluster_id for e in (*moved, *changes)})
-        record = json.dumps({**self._registry.emerging_state(), "placed": placed}).encode()
+        placed = self._uncovered(epoch)
+        placed.update({e.headline_id: e for e in (*moved, *changes)})
+        record = json.dumps(
+            {**self._registry.emerging_state(), "events": [e.model_dump(mode="json") for e in placed.values()]}
+        ).encode()
         await self._retrier.run(
             "state", "kafka", lambda: self._sink.send_state(self._state_topic, STATE_ID_COUNTER_KEY, record)
         )

@@ -93,11 +93,12 @@ def test_two_ingest_replicas_a_leader_and_a_standby_survive_sigkills(
     assert all(len(ids) == 1 for ids in arrival_ids.values()), "a headline with two different arrival events"
 
     # No id created twice; run ids grew across the failover.
-    created: dict[int, set[str]] = defaultdict(set)
+    # (Event ids of two mints of one id in one run would be equal: compare what they name.)
+    created: dict[int, set[tuple[int, str | None]]] = defaultdict(set)
     epochs_of_run: dict[int, set[int]] = defaultdict(set)
     for e in lifecycle:
         if e.type == "created":
-            created[e.cluster_id].add(e.event_id)
+            created[e.cluster_id].add((e.run_id, e.exemplar_id))
         if not e.emerging and e.leader_epoch is not None:
             epochs_of_run[e.run_id].add(e.leader_epoch)
     assert created and all(len(ids) == 1 for ids in created.values()), "a cluster id created twice"

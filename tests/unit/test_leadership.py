@@ -77,7 +77,7 @@ class Flag:
 
 def make(topics: SharedTopics, term: Flag, runner: BlockingRunner) -> tuple[Reclusterer, SnapshotHolder]:
     holder = SnapshotHolder()
-    config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20)
+    config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, takeover_grace_s=0.3)
     reclusterer = Reclusterer(
         store=QuietStore(), sink=topics.sink(), runner=runner, holder=holder,  # type: ignore[arg-type]
         registry=ClusterRegistry(), metrics=Metrics(CollectorRegistry()), config=config, dim=24,
@@ -92,21 +92,26 @@ def retrier() -> Retrier:
 
 def test_a_claim_is_above_every_epoch_seen_and_a_newer_one_deposes() -> None:
     term = Flag()
-    leadership = Leadership(term)
+    leadership = Leadership(term, owner="b")
     assert not leadership.needs_takeover() and not leadership.holds()
     term.term = 1
     assert leadership.needs_takeover()
-    leadership.observe(4)
+    leadership.observe(Claim(4, "a"))
     assert leadership.claim(floor=2) == 5 and leadership.holds()
     leadership.check(5)
-    leadership.observe(6)  # a newer leader's claim on the state topic
+    leadership.observe(Claim(5, "a"))  # the same epoch from another takeover: owners break the tie
+    assert leadership.holds()
+    leadership.observe(Claim(5, "c"))
     assert not leadership.holds()
     with pytest.raises(Deposed):
         leadership.check(5)
-    assert not leadership.needs_takeover()  # same term: it waits for the election, no re-claim
+    # Still elected: the other claimer is the deposed one, so this instance takes over again.
+    assert leadership.needs_takeover() and leadership.claim() == 6
+    term.term = 0
+    assert not leadership.holds() and not leadership.needs_takeover()
     term.term = 2  # lost and won again: a new term takes over again
     assert leadership.needs_takeover() and leadership.claim() == 7
-    assert decode_claim(encode_claim(Claim(7, 40, 3))) == Claim(7, 40, 3)
+    assert decode_claim(encode_claim(Claim(7, "b", 40, 3))) == Claim(7, "b", 40, 3)
     assert decode_claim(b"not json").epoch == 0
 
 
@@ -136,7 +141,7 @@ def test_a_takeover_continues_ids_and_runs_and_a_deposed_leaders_run_publishes_n
 
             def compute_while_deposed(*args: Any) -> Any:
                 asyncio.run_coroutine_threadsafe(b.take_over(retrier()), loop).result(10)
-                a.leadership.observe(decode_claim(topics.state[LEADER_KEY]).epoch)  # A's state tail sees it
+                a.leadership.observe(decode_claim(topics.state[LEADER_KEY]))  # A's state tail sees it
                 return compute(*args)
 
             loop = asyncio.get_running_loop()
@@ -147,7 +152,7 @@ def test_a_takeover_continues_ids_and_runs_and_a_deposed_leaders_run_publishes_n
             with pytest.raises(Deposed):
                 await a.run_once(retrier())
             after_takeover = topics.log[sent_before:]
-            assert [e for k, e in after_takeover if k == "state"] == [LEADER_KEY]  # B's claim; A wrote nothing
+            assert {e for k, e in after_takeover if k == "state"} == {LEADER_KEY}  # B's claim; A wrote nothing
             assert not [e for k, e in after_takeover if k != "state" and e.run_id > first.run_id]
             # What B re-sent is A's last run (same event ids), nothing from A's dropped run.
             first_run_ids = {e.event_id for e in topics.events("cluster") if e.run_id == first.run_id}
@@ -191,6 +196,45 @@ def test_a_restart_after_persisting_re_sends_the_run_it_may_not_have_published()
             resent = [e.event_id for k, e in topics.log if k in ("cluster", "assignment")]
             assert resent and sorted(resent) == sorted(published)
             assert second.registry.run_id == report.run_id and holder.current is not None
+        finally:
+            runner.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_run_a_deposed_leader_persists_before_it_sees_the_claim_is_continued_not_repeated() -> None:
+    """A finishes a run after B claimed but before A's state follower shows the claim: B's read
+    comes after the grace, so B continues from A's run instead of minting A's ids again."""
+
+    async def scenario() -> None:
+        topics = SharedTopics()
+        runner = BlockingRunner(1)
+        a_term, b_term = Flag(), Flag()
+        a, _ = make(topics, a_term, runner)
+        b, _ = make(topics, b_term, runner)
+        vectors, _ = blobs(n_clusters=3, per_cluster=30)
+        more, _ = blobs(n_clusters=3, per_cluster=30, seed=9)
+        try:
+            a_term.term = 1
+            a.on_arrivals(arrivals(vectors, 0, 5))
+            first = await a.run_once(retrier())
+            assert first is not None
+            a.on_arrivals(arrivals(more, 90, 5))
+            b_term.term = 1
+            takeover = asyncio.create_task(b.take_over(retrier()))
+            await asyncio.sleep(0.05)  # B's claim is out; A has not seen it
+            second = await a.run_once(retrier())  # A never observes B's claim here
+            assert second is not None
+            await takeover
+            assert b.registry.run_id == second.run_id
+            b.on_arrivals(arrivals(np.vstack([vectors, more]), 0, 5))
+            third = await b.run_once(retrier())
+            assert third is not None and third.run_id == second.run_id + 1
+            created: dict[int, set[tuple[int, str | None]]] = {}
+            for e in topics.events("cluster"):
+                if e.type == "created":
+                    created.setdefault(e.cluster_id, set()).add((e.run_id, e.exemplar_id))
+            assert all(len(v) == 1 for v in created.values()), f"an id minted twice: {created}"
         finally:
             runner.shutdown()
 

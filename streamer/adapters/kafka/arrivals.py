@@ -77,8 +77,13 @@ def decode_arrivals(value: bytes) -> PublishedArrivals:
         vectors = np.frombuffer(base64.b64decode(data["vectors"]), np.float16).astype(np.float32).reshape(n, dim)
         sims = np.frombuffer(base64.b64decode(data["sims"]), np.float16).astype(np.float32)
         sims = sims.reshape(tuple(int(x) for x in data["sims_shape"]))
-        arrivals = Arrivals(headlines, vectors, [list(ids) for ids in data["neighbours"]], sims, int(data["unplaced"]))
-        return PublishedArrivals(arrivals, [int(c) for c in data["published"]])
+        neighbours = [list(ids) for ids in data["neighbours"]]
+        published = [int(c) for c in data["published"]]
+        if not len(neighbours) == len(published) == n or (n and sims.shape[0] != n):
+            raise ValueError(f"{n} headlines but {len(neighbours)} neighbour lists, {len(published)} published, "
+                             f"{sims.shape[0] if sims.ndim else 0} similarity rows")
+        arrivals = Arrivals(headlines, vectors, neighbours, sims, int(data["unplaced"]))
+        return PublishedArrivals(arrivals, published)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"unreadable arrivals record: {exc}") from exc
 
@@ -102,9 +107,14 @@ async def follow_arrivals(
     on_batch: Callable[[PublishedArrivals], Awaitable[None]],
     stop: asyncio.Event,
     *,
+    pinned: asyncio.Event | None = None,
     poll_ms: int = 500,
 ) -> None:
-    """Call ``on_batch`` for every batch written to ``topic`` from now on, until ``stop``."""
+    """Call ``on_batch`` for every batch written to ``topic`` from now on, until ``stop``.
+
+    ``pinned`` is set once "now" is fixed (the end offsets read): every batch written after
+    that reaches ``on_batch``.
+    """
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -119,6 +129,8 @@ async def follow_arrivals(
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)  # pin "the end" now: batches from here on are ours
+        if pinned is not None:
+            pinned.set()
         while not stop.is_set():
             try:
                 batches = await consumer.getmany(timeout_ms=poll_ms)

@@ -21,6 +21,9 @@ __all__ = ["LeaderElection"]
 
 log = get_logger(__name__)
 
+#: Leadership regained this soon after a rebalance took it is the same term.
+_SAME_TERM_S = 5.0
+
 
 class LeaderElection:
     """Leadership through Kafka: the group member that owns partition 0 of ``topic`` leads.
@@ -37,6 +40,7 @@ class LeaderElection:
         self._settings = settings
         self._on_change = on_change
         self._terms = 0
+        self._lost_at = float("-inf")
         self._topic = topic
         self._group_id = group_id
         self._consumer: Any = None
@@ -51,8 +55,14 @@ class LeaderElection:
         return self._terms if self._leading else 0
 
     def _set(self, leading: bool) -> None:
-        if leading and not self._leading:
+        now = asyncio.get_running_loop().time()
+        if leading and not self._leading and now - self._lost_at > _SAME_TERM_S:
+            # A rebalance revokes every partition and hands them out again (the eager protocol):
+            # partition 0 back within moments is the same term, not a takeover. (Had another
+            # member led meanwhile, its claim on the state topic starts a takeover anyway.)
             self._terms += 1
+        if not leading and self._leading:
+            self._lost_at = now
         changed = leading != self._leading
         self._leading = leading
         if changed and self._on_change is not None:

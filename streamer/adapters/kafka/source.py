@@ -57,7 +57,7 @@ class AiokafkaSource:
             max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 4),
             **client_options(s),
         )
-        consumer.subscribe(self._topics, listener=_RebalanceListener(self))
+        consumer.subscribe(self._topics, listener=_RebalanceListener(self, consumer))
         with translate_errors("consumer start"):
             await asyncio.wait_for(consumer.start(), timeout_s)
         self._consumer = consumer
@@ -129,8 +129,9 @@ class AiokafkaSource:
 class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Let the batch in flight finish (and commit) before partitions move to another member."""
 
-    def __init__(self, source: AiokafkaSource) -> None:
+    def __init__(self, source: AiokafkaSource, consumer: Any) -> None:
         self._source = source
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._source.batch_lock:
@@ -150,6 +151,19 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._source.generation += 1
         for tp in assigned:
             self._source.assigned.add((tp.topic, tp.partition))
+        # Read on from the committed offsets: batches fetched before the rebalance are dropped by
+        # the ingest loop (their generation is gone), and a partition this member keeps must not
+        # go on from its fetch position past them.
+        for tp in assigned:
+            try:
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    self._consumer.seek(tp, committed)
+                else:
+                    await self._consumer.seek_to_beginning(tp)
+            except Exception as exc:  # the position the consumer had: at worst records are re-read later
+                log.warning("could not rewind to the committed offset", partition=f"{tp.topic}[{tp.partition}]",
+                            error=str(exc)[:200])
         if assigned:
             log.info("partitions assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
