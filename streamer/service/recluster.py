@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +62,7 @@ from streamer.service.leadership import (
 )
 from streamer.service.recluster_state import registry_record, restore_state
 from streamer.service.retry import Retrier, ShutdownRequested
+from streamer.service.run_report import RunReport, observe_run
 from streamer.service.snapshots import (
     STATE_REGISTRY_KEY,
     STATE_SNAPSHOT_KEY,
@@ -79,19 +79,6 @@ __all__ = ["Reclusterer", "RunReport"]
 
 log = get_logger(__name__)
 
-
-
-@dataclass
-class RunReport:
-    run_id: int
-    window: int
-    clusters: int
-    noise_share: float
-    expired: int
-    events: dict[str, int]
-    reassigned: int
-    duration_s: float
-    phases_s: dict[str, float] = field(default_factory=dict)  # where the run spent its time
 
 
 class Reclusterer:
@@ -322,33 +309,11 @@ class Reclusterer:
         await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
         self._holder.record_published(assignments)
         phase("publish")
-        duration = time.perf_counter() - started
-        counts: dict[str, int] = {}
-        for event in tracking.events:
-            counts[event.type.value] = counts.get(event.type.value, 0) + 1
-            self._metrics.lifecycle.labels(event.type.value).inc()
-        m = self._metrics
-        m.recluster_seconds.observe(duration)
-        m.stage_seconds.labels("recluster").observe(duration)
-        m.recluster_last_seconds.set(duration)
-        m.recluster_last_success.set(time.time())
-        m.recluster_runs.labels("ok").inc()
-        m.clusters_alive.set(computed.clustering.n_clusters)
-        m.noise_share.set(computed.clustering.noise_share)
-        m.window_size.set(len(computed.ids))
-        for event in assignments:
-            m.assignments.labels(event.reason.value, event.status.value).inc()
-        report = RunReport(
-            run_id=tracking.run_id,
-            window=len(computed.ids),
-            clusters=computed.clustering.n_clusters,
-            noise_share=round(computed.clustering.noise_share, 4),
-            expired=len(expired),
-            events=counts,
-            reassigned=len(assignments),
-            duration_s=round(duration, 3),
-            phases_s=phases,
+        report = RunReport.of(
+            computed, tracking.run_id, len(expired), cluster_events, len(assignments),
+            time.perf_counter() - started, phases,
         )
+        observe_run(self._metrics, report, cluster_events, assignments)
         log.info("re-clustering run done", **vars(report))
         return report
 
