@@ -75,20 +75,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, DATA, MirrorOnly, labelled_stream  # noqa: E402
 
-from streamer.core.arrivals import ArrivalOutcome, EmergingRule
 from streamer.config.connections import KafkaSettings
 from streamer.config.sections import ClusteringSettings, GraphSettings, TrackingSettings
+from streamer.core.arrivals import ArrivalOutcome, EmergingRule
+from streamer.core.quality import score_clustering
+from streamer.core.tracking import ClusterRegistry
+from streamer.core.window import ReclusterConfig, WindowChange
+from streamer.domain.events import AssignmentEvent, AssignmentReason, ClusterEvent
+from streamer.domain.headline import NOISE, Headline
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.ingest import IngestConfig, IngestPipeline
+from streamer.service.recluster import Reclusterer
 from streamer.service.retry import Retrier
 from streamer.service.snapshots import LiveSnapshot, SnapshotHolder
-from streamer.core.quality import score_clustering
-from streamer.core.window import ReclusterConfig
-from streamer.service.recluster import Reclusterer
-from streamer.domain.events import AssignmentEvent, AssignmentReason, ClusterEvent
-from streamer.domain.headline import Headline, NOISE
-from streamer.core.tracking import ClusterRegistry
-from streamer.core.window import WindowChange
 
 BATCH = 64
 DEFAULT_DATA = DATA / "uci-news-aggregator" / "newsCorpora_noURL.part01.tsv"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from streamer.core.publishing import republish
-from streamer.domain.headline import UNASSIGNED
-from streamer.domain.headline import NOISE
+from streamer.domain.headline import NOISE, UNASSIGNED
 
 HOUR = 3_600_000
 
