@@ -35,6 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from streamer.app.loop import run_async
 from streamer.core.readmodel import ReadModel
 from streamer.domain.events import (
     AssignmentEvent,
@@ -126,7 +127,10 @@ def serve(args: argparse.Namespace) -> None:
         server.should_exit = True
         await task
 
-    asyncio.run(main())
+    if args.loop == "asyncio":
+        asyncio.run(main())
+    else:
+        run_async(main())  # the loop `streamer serve` runs on
 
 
 # -- the clients (parent) ---------------------------------------------------------------
@@ -176,6 +180,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--feed-rate", type=float, default=5_000, help="events/s applied while serving (0 = unpaced)")
+    parser.add_argument("--loop", choices=("serve", "asyncio"), default="serve",
+                        help="the server's event loop: the one `streamer serve` runs on (uvloop), or asyncio's")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,7 +196,7 @@ def main() -> int:
         port = s.getsockname()[1]
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--port", str(port), "--headlines", str(args.headlines),
-         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate)],
+         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate), "--loop", args.loop],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -205,7 +211,7 @@ def main() -> int:
         results = {}
         for name, paths in (("GET /api/topics", ["/api/topics"]), ("GET /api/topics/{id}", [f"/api/topics/{i}" for i in ids])):
             before, started = status(port)["events"], time.perf_counter()
-            result = asyncio.run(load(port, paths, args.clients, args.seconds))
+            result = run_async(load(port, paths, args.clients, args.seconds))  # uvloop: cheaper clients
             applied = (status(port)["events"] - before) / (time.perf_counter() - started)
             result |= {"events_per_s": round(applied), "rss_mb": rss_mb(child.pid)}
             results[name] = result

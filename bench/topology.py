@@ -17,6 +17,8 @@ every headline in. Prints one JSON object:
 - ``failovers`` and ``failover_s``: from the SIGKILL to the standby reporting itself leader;
 - ``live_bcubed_f1_split`` / ``live_bcubed_f1_all``: B-cubed F1 of the cluster each headline was
   last published with, against STORY (noise as singletons);
+- ``stage_ms_all`` / ``stage_ms_split_ingest``: mean milliseconds per ingest stage per batch
+  (embed, search, produce, ...) over the steady part, from the processes' ``/metrics``;
 - ``p99_arrival_latency_ms_split``: arrival event's Kafka timestamp minus the input message's, over
   the headlines sent before the first SIGKILL (steady state); ``arrival_latency_ms_split_*`` give
   p50/p99 for those and for every headline (through both failovers: a killed replica's
@@ -186,6 +188,19 @@ class Replay:
         self.failover_s.append(round(time.monotonic() - killed, 1))
 
 
+def stage_ms(procs: list[Any]) -> dict[str, float]:
+    """Mean milliseconds per ingest stage (``streamer_stage_duration_seconds``) over ``procs``' batches."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, float] = defaultdict(float)
+    for proc in procs:
+        for line in proc.metrics().splitlines():
+            for suffix, into in (("_sum{", sums), ("_count{", counts)):
+                if line.startswith("streamer_stage_duration_seconds" + suffix):
+                    stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                    into[stage] += float(line.rsplit(" ", 1)[1])
+    return {stage: round(1000 * sums[stage] / counts[stage], 1) for stage in sorted(sums) if counts[stage]}
+
+
 def live_f1(rows: list[dict[str, str]], events: list[AssignmentEvent]) -> float:
     last: dict[str, int] = {}
     for e in events:  # one partition per headline: in order per headline
@@ -227,8 +242,12 @@ def main() -> None:
         single = Replay(workdir / "all", broker, milvus, rows)
         (workdir / "all").mkdir()
         try:
-            single.start("all", "all")
-            events, _, (raw_all, inputs_all) = single.run(args.rate)
+            solo = single.start("all", "all")
+            stages_all: dict[str, float] = {}
+            events, _, (raw_all, inputs_all) = single.run(
+                args.rate, {0.39: lambda: stages_all.update(stage_ms([solo]))}
+            )
+            result["stage_ms_all"] = stages_all
             result["live_bcubed_f1_all"] = live_f1(rows, events)
             result["arrival_latency_ms_all"] = arrival_latency_ms(raw_all, inputs_all, [f"uci-{r['ID']}" for r in rows])
         finally:
@@ -239,9 +258,12 @@ def main() -> None:
             split.start("recluster", "leader")
             split.start("recluster", "standby")
             ingest = [split.start("ingest", f"ingest{i}") for i in range(2)]
+            stages_split: dict[str, float] = {}
             events, lifecycle, (raw, inputs) = split.run(
-                args.rate, {0.4: split.kill_leader, 0.7: lambda: ingest[0].kill()}
+                args.rate,
+                {0.39: lambda: stages_split.update(stage_ms(ingest)), 0.4: split.kill_leader, 0.7: lambda: ingest[0].kill()},
             )
+            result["stage_ms_split_ingest"] = stages_split
         finally:
             split.stop()
     ids = [f"uci-{r['ID']}" for r in rows]
@@ -256,7 +278,13 @@ def main() -> None:
             created[c.cluster_id].add((c.run_id, c.exemplar_id))
         if not c.emerging and c.leader_epoch is not None:
             epochs[c.run_id].add(c.leader_epoch)
+    (CACHE / "topology" / "split" / "lifecycle.jsonl").write_text(
+        "".join(c.model_dump_json() + "\n" for c in lifecycle)
+    )  # what a reviewer reads when a figure below is not 0
+    reused = {cid: sorted(v, key=str) for cid, v in created.items() if len(v) > 1}
+    reused_runs = {run: sorted(v) for run, v in epochs.items() if len(v) > 1}
     result.update({
+        "ids_reused_detail": {"created": {str(k): v for k, v in reused.items()}, "run_epochs": reused_runs},
         "lost": sum(1 for r in rows if f"uci-{r['ID']}" not in arrival_ids),
         "duplicate_arrival_events": sum(len(v) - 1 for v in arrival_ids.values()),
         "ids_reused": sum(len(v) - 1 for v in created.values()) + sum(len(v) - 1 for v in epochs.values()),

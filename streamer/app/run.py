@@ -32,6 +32,7 @@ from streamer.adapters.kafka.sink import AiokafkaSink
 from streamer.adapters.kafka.source import AiokafkaSource
 from streamer.adapters.kafka.state import STATE_MAX_BYTES, follow_state, read_state
 from streamer.adapters.milvus.mirror import MirroredStore
+from streamer.adapters.milvus.recent import RecentOverlayStore
 from streamer.adapters.milvus.store import MilvusStore
 from streamer.adapters.window_process import ProcessWindowCompute
 from streamer.app.http import HealthServer
@@ -228,7 +229,7 @@ async def _start(
             holder=holder, registry=registry, window=reclusterer, sink=sink, leadership=leadership,
             retrier=retrier, metrics=metrics, state_topic=settings.tracking.state_topic,
             placement=ArrivalPlacement(
-                holder, ArrivalAssigner(ingest_config(settings).emerging, registry, leadership.holds), registry
+                holder, ArrivalAssigner(ingest_config(settings).emerging, registry, leadership.leads), registry
             ),
             restored=lambda: reclusterer.restored_placed,
         )
@@ -259,7 +260,7 @@ async def _start(
             forwarder=None if parts.colocated else KafkaArrivalForwarder(sink, settings.tracking.arrivals_topic),
             # Only the re-clusterer's leader owns the id counter, so only it starts emerging topics.
             registry=registry if parts.colocated else None,
-            may_mint=leadership.holds,
+            may_mint=leadership.leads,
             model_runner=model_runner,
         )
         tasks.append(_spawn(stack, stop, pipeline.run(stop), "ingest"))
@@ -272,11 +273,15 @@ async def _start(
 
 
 async def _open_store(settings: Settings, dim: int, runner: BlockingRunner, stack: contextlib.AsyncExitStack) -> VectorStore:
-    """Milvus, with Milvus Lite's searches answered by the in-process mirror when enabled."""
+    """Milvus, with Milvus Lite's searches answered by the in-process mirror when enabled, and a
+    server's searched without waiting for its time tick (Bounded + this process's recent writes)."""
     milvus = MilvusStore(settings.milvus, dim)
     stack.callback(milvus.close)
     await asyncio.wait_for(runner.run(milvus.open), _START_TIMEOUT_S)
-    if settings.milvus.is_server or not settings.milvus.lite_local_search:
+    if settings.milvus.is_server:
+        keep_s = settings.milvus.recent_overlay_s
+        return RecentOverlayStore(milvus, keep_s=keep_s) if keep_s > 0 else milvus
+    if not settings.milvus.lite_local_search:
         return milvus
     mirror = MirroredStore(
         milvus, dim, exact_below=settings.milvus.lite_mirror_exact_below, nprobe=settings.milvus.lite_mirror_nprobe
@@ -311,7 +316,7 @@ async def _follow_state(
     def on_state(key: bytes, value: bytes) -> None:
         if key == LEADER_KEY:
             leadership.observe(decode_claim(value))
-        elif key == STATE_SNAPSHOT_KEY and parts.follows_snapshots and not leadership.holds():
+        elif key == STATE_SNAPSHOT_KEY and parts.follows_snapshots and not leadership.leads():
             task = asyncio.create_task(take_snapshot(value), name="snapshot-decode")
             decoding.add(task)
             task.add_done_callback(decoding.discard)

@@ -38,6 +38,14 @@ class MilvusSettings(SettingsSection):
     consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
         "Strong", description="Reads see every acknowledged write with Strong."
     )
+    recent_overlay_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Milvus server only: the arrivals' neighbour searches are Bounded (no wait for the server's "
+        "time tick, 300-500 ms per Strong search) plus an exact in-process search of the rows this process wrote "
+        "in the last this many seconds. Keep it above the server's common.gracefulTime (5 s). 0 = Strong searches.",
+    )
     timeout_s: float = Field(30.0, gt=0, le=600)
     search_batch: int = Field(256, ge=1, le=16384, description="Query vectors per Milvus search call.")
     lite_local_search: bool = Field(

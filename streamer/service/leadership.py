@@ -82,6 +82,8 @@ class Leadership:
         self.epoch: int | None = None
         #: The highest claim seen anywhere (state topic, restored state), as (epoch, owner).
         self.newest_seen: tuple[int, str] = (0, "")
+        #: The epoch whose takeover finished (state read after the grace): only then does it act.
+        self._taken: int | None = None
 
     @classmethod
     def from_flag(cls, is_leader: Callable[[], bool]) -> Leadership:
@@ -96,10 +98,16 @@ class Leadership:
         return self._term() > 0
 
     def needs_takeover(self) -> bool:
-        """Elected, and not holding a claim for this term (none yet, a new term, or a newer claim
-        seen while the election still says this instance leads: the other is the deposed one)."""
+        """Elected, and not holding a finished takeover for this term (no claim yet, a new term, a
+        takeover that failed half-way, or a newer claim seen while the election still says this
+        instance leads: the other is the deposed one)."""
         term = self._term()
-        return term > 0 and (self.epoch is None or term != self._claimed_term or self.newest_seen > self._ours)
+        return term > 0 and (
+            self.epoch is None
+            or term != self._claimed_term
+            or self.newest_seen > self._ours
+            or self._taken != self.epoch
+        )
 
     def observe(self, claim: Claim) -> None:
         """A claim seen on the state topic; one ranked above ours deposes us."""
@@ -114,6 +122,19 @@ class Leadership:
         self.epoch = max(floor, self.newest_seen[0]) + 1
         self.newest_seen = self._ours
         return self.epoch
+
+    def confirm(self, epoch: int) -> None:
+        """The takeover of ``epoch`` is done: what the last leader persisted is loaded."""
+        self.check(epoch)
+        self._taken = epoch
+
+    def leads(self) -> bool:
+        """Holds the claim and finished its takeover: may place, mint and publish outside a run.
+
+        Between the claim and the end of the takeover the registry is the one read before the
+        claim; a deposed leader may still mint from it then, so nothing may be minted from it.
+        """
+        return self.holds() and self._taken is not None and self._taken == self.epoch
 
     def holds(self) -> bool:
         """Elected in the claimed term, and nobody claimed above us since."""

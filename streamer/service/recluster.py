@@ -160,7 +160,7 @@ class Reclusterer:
             try:
                 if self.leadership.needs_takeover():
                     await self.take_over(retrier)
-                if not self.leadership.holds():
+                if not self.leadership.leads():
                     self._bound_pending()
                     continue
                 await self.run_once(retrier)
@@ -209,6 +209,7 @@ class Reclusterer:
             await retrier.run("produce", "kafka", lambda: self._sink.send_assignments(assignments))
         self._resend = ([], [])
         self._store_catch_up.reset()  # the window catches up from the store
+        self.leadership.confirm(epoch)
         log.info("re-clusterer leadership taken", epoch=epoch, run_id=self.registry.run_id, next_id=self.registry.next_id)
         return epoch
 

@@ -101,7 +101,7 @@ class ReplicaArrivals:
             self._holder.remember(headline.id, cluster)
         epoch = self._leadership.epoch
         try:
-            if epoch is not None and self._leadership.holds() and self._holder.current is not None:
+            if epoch is not None and self._leadership.leads() and self._holder.current is not None:
                 await self._place(arrivals, published, epoch)
         except Deposed as exc:
             log.warning("placement of forwarded arrivals dropped: this instance no longer leads", error=str(exc))

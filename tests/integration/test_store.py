@@ -132,3 +132,35 @@ def test_lite_search_mirror_answers_like_milvus(tmp_path: Path) -> None:
         assert not {f"h{i}" for i in range(100, 130)} & {hid for row in got_ids for hid in row}
         few, few_sims = mirror.search(queries[:2], 500)  # more than stored: padded with -inf
         assert len(few[0]) == 370 and np.isinf(few_sims[:, 370:]).all()
+
+
+def test_server_recent_overlay_sees_its_own_writes_at_once(milvus_server: Any) -> None:
+    """On a Milvus server the overlay's Bounded searches find every row this process just wrote (a
+    vector finds itself first, re-upserted vectors are found as they are now, deleted rows are gone),
+    and once the rows leave the overlay the server itself answers with the same neighbours."""
+    from streamer.adapters.milvus.recent import RecentOverlayStore
+
+    settings = MilvusSettings(uri=milvus_server.uri, collection=f"t_{uuid.uuid4().hex[:10]}")
+    heads, vectors = _rows(60, seed=5)
+    now = [0.0]
+    with MilvusStore(settings, 16) as server:
+        try:
+            store = RecentOverlayStore(server, keep_s=10.0, clock=lambda: now[0])
+            for start in range(0, 60, 20):  # written and searched at once, as ingest does
+                store.upsert(heads[start : start + 20], vectors[start : start + 20])
+                ids, sims = store.search(vectors[start : start + 20], 3)
+                assert [row[0] for row in ids] == [h.id for h in heads[start : start + 20]]
+                assert np.allclose(sims[:, 0], 1.0, atol=1e-4)
+            moved = unit_rows(np.random.default_rng(8).normal(size=(5, 16)))
+            store.upsert(heads[:5], moved)
+            store.delete(["h10", "h11"])
+            ids, sims = store.search(moved, 3)
+            assert [row[0] for row in ids] == [f"h{i}" for i in range(5)] and np.allclose(sims[:, 0], 1.0, atol=1e-4)
+            assert not {"h10", "h11"} & {hid for row in store.search(vectors[10:12], 5)[0] for hid in row}
+            now[0] = 60.0  # every row is past the overlay: the server's Strong answer and the overlay's agree
+            want_ids, want_sims = server.search(vectors[20:30], 5)
+            got_ids, got_sims = store.search(vectors[20:30], 5)
+            assert len(store) == 0
+            assert got_ids == want_ids and np.allclose(got_sims, want_sims, atol=1e-4)
+        finally:
+            server.drop()

@@ -75,9 +75,11 @@ class Flag:
         return self.term
 
 
-def make(topics: SharedTopics, term: Flag, runner: BlockingRunner) -> tuple[Reclusterer, SnapshotHolder]:
+def make(
+    topics: SharedTopics, term: Flag, runner: BlockingRunner, grace_s: float = 0.3
+) -> tuple[Reclusterer, SnapshotHolder]:
     holder = SnapshotHolder()
-    config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, takeover_grace_s=0.3)
+    config = ReclusterConfig(params=SMALL_DATA_PARAMS, k=5, min_points=20, takeover_grace_s=grace_s)
     reclusterer = Reclusterer(
         store=QuietStore(), sink=topics.sink(), runner=runner, holder=holder,  # type: ignore[arg-type]
         registry=ClusterRegistry(), metrics=Metrics(CollectorRegistry()), config=config, dim=24,
@@ -98,11 +100,15 @@ def test_a_claim_is_above_every_epoch_seen_and_a_newer_one_deposes() -> None:
     assert leadership.needs_takeover()
     leadership.observe(Claim(4, "a"))
     assert leadership.claim(floor=2) == 5 and leadership.holds()
+    # Claimed, takeover not finished: it holds the claim but does not act, and still owes the takeover.
+    assert not leadership.leads() and leadership.needs_takeover()
+    leadership.confirm(5)
+    assert leadership.leads() and not leadership.needs_takeover()
     leadership.check(5)
     leadership.observe(Claim(5, "a"))  # the same epoch from another takeover: owners break the tie
     assert leadership.holds()
     leadership.observe(Claim(5, "c"))
-    assert not leadership.holds()
+    assert not leadership.holds() and not leadership.leads()
     with pytest.raises(Deposed):
         leadership.check(5)
     # Still elected: the other claimer is the deposed one, so this instance takes over again.
@@ -211,7 +217,7 @@ def test_a_run_a_deposed_leader_persists_before_it_sees_the_claim_is_continued_n
         runner = BlockingRunner(1)
         a_term, b_term = Flag(), Flag()
         a, _ = make(topics, a_term, runner)
-        b, _ = make(topics, b_term, runner)
+        b, _ = make(topics, b_term, runner, grace_s=5.0)  # A's run fits in it even on a loaded machine
         vectors, _ = blobs(n_clusters=3, per_cluster=30)
         more, _ = blobs(n_clusters=3, per_cluster=30, seed=9)
         try:

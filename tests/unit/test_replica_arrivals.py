@@ -75,18 +75,21 @@ def test_a_batch_survives_its_wire_form() -> None:
     assert np.allclose(back.arrivals.neighbour_sims, original.arrivals.neighbour_sims, atol=1e-3)
 
 
-def make(leading: bool) -> tuple[ReplicaArrivals, SnapshotHolder, _World, Window, Sink]:
+def make(leading: bool, taken: bool = True) -> tuple[ReplicaArrivals, SnapshotHolder, _World, Window, Sink]:
+    """``leading``: elected and claimed; ``taken``: and its takeover finished."""
     world = _World()
     holder, registry, window, sink = SnapshotHolder(), world.registry, Window(), Sink()
     holder.swap(LiveSnapshot(world.snapshot, world.stable_ids))
     leadership = Leadership(lambda: 1 if leading else 0)
     if leading:
-        leadership.claim()
+        epoch = leadership.claim()
+        if taken:
+            leadership.confirm(epoch)
     metrics = Metrics(CollectorRegistry())
     taker = ReplicaArrivals(
         holder=holder, registry=registry, window=window, sink=sink, leadership=leadership,  # type: ignore[arg-type]
         retrier=Retrier(metrics, Health(), asyncio.Event(), 0.01, 0.1), metrics=metrics, state_topic="state",
-        placement=ArrivalPlacement(holder, ArrivalAssigner(EmergingRule(emerging_min_size=3), registry, leadership.holds), registry),
+        placement=ArrivalPlacement(holder, ArrivalAssigner(EmergingRule(emerging_min_size=3), registry, leadership.leads), registry),
     )
     return taker, holder, world, window, sink
 
@@ -133,6 +136,20 @@ def test_a_standby_remembers_what_was_published_and_publishes_nothing() -> None:
 
     asyncio.run(scenario())
 
+
+def test_a_claim_whose_takeover_is_not_done_mints_and_publishes_nothing() -> None:
+    """Between its claim and the end of its takeover (the grace, the second state read) the new
+    leader's registry is the one read before the claim: a deposed leader may still mint from the
+    same counter then, so nothing is minted or published from it; the batch reaches the window."""
+
+    async def scenario() -> None:
+        taker, holder, world, window, sink = make(leading=True, taken=False)
+        before = world.registry.next_id
+        await taker.take(story_batch(world, [NOISE, NOISE, NOISE]))
+        assert sink.sent == [] and world.registry.next_id == before
+        assert window.taken == ["r0", "r1", "r2"] and holder.published("r0") == NOISE
+
+    asyncio.run(scenario())
 
 
 def test_a_record_whose_parts_disagree_is_refused() -> None:

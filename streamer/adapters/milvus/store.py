@@ -227,8 +227,10 @@ class MilvusStore:
             params = {"nprobe": s.ivf_nprobe}
         return {"metric_type": s.metric, "params": params}
 
-    def search(self, vectors: np.ndarray, limit: int) -> tuple[list[list[str]], np.ndarray]:
-        """Top-``limit`` neighbours of each query vector.
+    def search(
+        self, vectors: np.ndarray, limit: int, consistency: str | None = None
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """Top-``limit`` neighbours of each query vector, at ``consistency`` (default: the setting).
 
         Returns
         -------
@@ -254,7 +256,7 @@ class MilvusStore:
                     limit=limit,
                     search_params=params,
                     output_fields=[],
-                    consistency_level=self._settings.consistency,
+                    consistency_level=consistency or self._settings.consistency,
                 )
             for offset, hits in enumerate(results):
                 row_ids = [str(hit["id"]) for hit in hits]
