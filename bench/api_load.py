@@ -24,9 +24,11 @@ import itertools
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamer.app.loop import run_async
 from streamer.core.readmodel import ReadModel
 from streamer.domain.events import (
     AssignmentEvent,
@@ -127,10 +128,11 @@ def serve(args: argparse.Namespace) -> None:
         server.should_exit = True
         await task
 
-    if args.loop == "asyncio":
-        asyncio.run(main())
-    else:
-        run_async(main())  # the loop `streamer serve` runs on
+    if args.loop == "uvloop":
+        import uvloop  # installed with uvicorn[standard]
+
+        uvloop.install()
+    asyncio.run(main())
 
 
 # -- the clients (parent) ---------------------------------------------------------------
@@ -159,6 +161,67 @@ async def load(port: int, paths: list[str], clients: int, seconds: float) -> dic
             "p99_ms": pick(0.99)}
 
 
+async def load_open(port: int, paths: list[str], rate: float, seconds: float) -> dict[str, float]:
+    """Open loop: request i is sent at ``i / rate`` s whether or not earlier ones were answered;
+    latency counts from that scheduled time (no coordinated omission). What dashboards polling the
+    API see at a given request rate, where the closed loop above measures the saturation queue."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(1)
+
+    async def one(session: aiohttp.ClientSession, due: float) -> None:
+        nonlocal errors
+        async with session.get(f"http://127.0.0.1:{port}{rng.choice(paths)}") as resp:
+            await resp.read()
+            errors += resp.status != 200
+        latencies.append(time.perf_counter() - due)
+
+    tasks = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(session, due)))
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    pick = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)  # noqa: E731
+    return {"requests": len(latencies), "errors": errors, "rps": round(len(latencies) / seconds), "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99)}
+
+
+_WRK_SCRIPT = """
+paths = {%s}
+math.randomseed(1)
+request = function() return wrk.format("GET", paths[math.random(#paths)]) end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%d %%d\\n", summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout, latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def load_wrk(port: int, paths: list[str], clients: int, seconds: float) -> dict[str, float]:
+    """The same closed loop (``clients`` connections, one request outstanding on each) from wrk:
+    a C client whose own CPU is a fraction of aiohttp's, so the figures are the server's."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT % ", ".join(json.dumps(p) for p in paths))
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", script.name,
+             f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True, timeout=seconds + 60,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    requests, errors, p50_us, p99_us, duration_us = (int(v) for v in line.split()[1:])
+    return {"requests": requests, "errors": errors, "rps": round(requests / (duration_us / 1e6)),
+            "p50_ms": round(p50_us / 1000, 1), "p99_ms": round(p99_us / 1000, 1)}
+
+
 def status(port: int) -> dict[str, Any]:
     import urllib.request
 
@@ -180,8 +243,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--feed-rate", type=float, default=5_000, help="events/s applied while serving (0 = unpaced)")
-    parser.add_argument("--loop", choices=("serve", "asyncio"), default="serve",
-                        help="the server's event loop: the one `streamer serve` runs on (uvloop), or asyncio's")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the server's event loop: asyncio's (what `streamer serve` runs on) or uvloop")
+    parser.add_argument("--client", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp",
+                        help="load generator: wrk (Debian's wrk; default when installed) or Python aiohttp clients")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="open loop at this many requests/s instead of --clients closed-loop clients")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,7 +278,12 @@ def main() -> int:
         results = {}
         for name, paths in (("GET /api/topics", ["/api/topics"]), ("GET /api/topics/{id}", [f"/api/topics/{i}" for i in ids])):
             before, started = status(port)["events"], time.perf_counter()
-            result = run_async(load(port, paths, args.clients, args.seconds))  # uvloop: cheaper clients
+            if args.rate:
+                result = asyncio.run(load_open(port, paths, args.rate, args.seconds))
+            elif args.client == "wrk":
+                result = load_wrk(port, paths, args.clients, args.seconds)
+            else:
+                result = asyncio.run(load(port, paths, args.clients, args.seconds))
             applied = (status(port)["events"] - before) / (time.perf_counter() - started)
             result |= {"events_per_s": round(applied), "rss_mb": rss_mb(child.pid)}
             results[name] = result

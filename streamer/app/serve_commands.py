@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from streamer.app.loop import run_async
 from streamer.app.options import add_setting_flags
 from streamer.config.settings import Settings
 from streamer.service.match import MatchParts
@@ -39,7 +38,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    return run_async(run_serve(settings, from_dir=args.from_dir, match=not args.no_match))
+    return asyncio.run(run_serve(settings, from_dir=args.from_dir, match=not args.no_match))
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"serve": _cmd_serve}
