@@ -128,10 +128,6 @@ def serve(args: argparse.Namespace) -> None:
         server.should_exit = True
         await task
 
-    if args.loop == "uvloop":
-        import uvloop  # installed with uvicorn[standard]
-
-        uvloop.install()
     asyncio.run(main())
 
 
@@ -243,8 +239,6 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--feed-rate", type=float, default=5_000, help="events/s applied while serving (0 = unpaced)")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="the server's event loop: asyncio's (what `streamer serve` runs on) or uvloop")
     parser.add_argument("--client", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp",
                         help="load generator: wrk (Debian's wrk; default when installed) or Python aiohttp clients")
     parser.add_argument("--rate", type=float, default=0,
@@ -263,7 +257,7 @@ def main() -> int:
         port = s.getsockname()[1]
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--port", str(port), "--headlines", str(args.headlines),
-         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate), "--loop", args.loop],
+         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
