@@ -33,9 +33,12 @@ from tests.plugins.streamer_fixtures import (
     settings_env,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-EXIT_WITHIN_S = 60.0
+#: Five services start at once, each importing torch and loading the model before it meets the bad
+#: setting: 20-30 s on a quiet 2-core machine, 80 s seen when other jobs share it. The bound tells a
+#: clean failure from a service that keeps retrying; it is not a speed figure.
+EXIT_WITHIN_S = 150.0
 
 
 @dataclass
@@ -202,6 +205,7 @@ def test_invalid_value(outcomes: dict[str, Outcome], kafka_bootstrap_servers: st
     assert len(o.error_lines) == 2
     assert "clustering.min_cluster_size (STREAMER_CLUSTERING__MIN_CLUSTER_SIZE)" in o.error_lines[1]
     assert "got '1'" in o.error_lines[1]
-    assert o.seconds < 10
+    # Refused before anything started: no component logged a line (no model, store or broker touched).
+    assert not [line for line in (o.stdout + o.stderr).splitlines() if line.startswith("{")], o.stderr[-2000:]
     assert not Path(o.settings["milvus"]["uri"]).exists()
     assert not _streamer_topics(o.settings) & _topics(kafka_bootstrap_servers)
