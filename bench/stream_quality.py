@@ -30,6 +30,8 @@ Two paces (``--pace``):
 Reported (docs/benchmarks.md), one JSON object:
 - live quality: B-cubed F1 / AMI / noise share of the cluster each headline was *last published
   with* (arrival, emerging or re-assignment events; noise counted as singletons), vs the labels;
+  ``live_bcubed_precision`` / ``live_bcubed_recall``: the two sides of that F1 (low precision:
+  topics that hold several labels; low recall: labels spread over several topics or noise);
 - ``window_bcubed_f1_mean``: mean B-cubed F1 of each run's window clustering;
   ``window_published_f1_mean``: the same windows scored with what downstream holds for their
   headlines right after the run's events (equal when every change was published);
@@ -56,7 +58,13 @@ Reported (docs/benchmarks.md), one JSON object:
   next-run cluster of their nearest neighbour at arrival.
 
 Usage: .venv/bin/python bench/stream_quality.py [--data FILE] [--rows 30000] [--arrivals blocks|interleaved|file]
-       [--pace backlog|stream] [--interval-s S] [--window-days 3]
+       [--pace backlog|stream] [--interval-s S] [--window-days D] [--settle-h H]
+       [--match-threshold J] [--attach-similarity C] [--min-cluster-size N]
+
+Settings without a flag are the service's defaults (``streamer.config.sections``; ``--window-days``
+defaults to ``tracking.window_s``, so the replay measures the service's window); the flags above
+override ``tracking.settle_s``, ``tracking.match_threshold``, ``clustering.attach_similarity`` and
+``clustering.min_cluster_size`` for the replay only (the environment is not read).
 """
 
 from __future__ import annotations
@@ -253,11 +261,11 @@ class Replay:
         self.times = arrival_times
         self.position = {hid: i for i, hid in enumerate(self.ids)}
         self.story = dict(zip(self.ids, labels[order].tolist(), strict=True))
-        graph, clustering = GraphSettings(), ClusteringSettings()
+        graph, clustering = GraphSettings(), ClusteringSettings(**clustering_overrides(args))
         tracking = TrackingSettings()
         self.config = ReclusterConfig(
             k=graph.k, params=clustering.hdbscan_params(), min_points=clustering.min_points,
-            window_s=args.window_days * 86_400, max_window_size=100_000, every_n=args.every,
+            window_s=tracking.window_s if args.window_days is None else args.window_days * 86_400, max_window_size=100_000, every_n=args.every,
             every_unplaced=args.every_noise, catch_up_every_run=False,
             settle_s=tracking.settle_s if args.settle_h is None else args.settle_h * 3600,
         )
@@ -275,7 +283,8 @@ class Replay:
         metrics, health = Metrics(), Health()
         self.retrier = Retrier(metrics, health, asyncio.Event(), 0.01, 0.01)
         self.holder = SnapshotHolder()
-        self.registry = ClusterRegistry(match_threshold=tracking.match_threshold, split_min_share=tracking.split_min_share)
+        match_threshold = getattr(args, "match_threshold", None) or tracking.match_threshold
+        self.registry = ClusterRegistry(match_threshold=match_threshold, split_min_share=tracking.split_min_share)
         self.store = ReplayStore(self)
         self.sink = RecordingSink(self)
         self.reclusterer = ObservedReclusterer(
@@ -559,8 +568,11 @@ class Replay:
             "delay": ({"median_h": args.delay_median_h, "sigma": args.delay_sigma, "cap_h": args.delay_cap_h,
                        "seed": args.seed} if args.arrivals == "interleaved" else None),
             "pace": args.pace,
-            "window_days": args.window_days,
+            "window_days": self.config.window_s / 86_400,
             "settle_h": self.config.settle_s / 3600,
+            "match_threshold": self.registry.match_threshold,
+            "min_cluster_size": self.config.params.min_cluster_size,
+            "attach_similarity": self.config.params.attach_similarity,
             "every_n": args.every,
             "every_noise": args.every_noise,
             "interval_s": interval_ms / 1000 if args.pace == "stream" else None,
@@ -568,6 +580,8 @@ class Replay:
             "runs_by_trigger": self.runs_by_trigger,
             "arrivals_per_run_median": float(np.median(self.arrivals_per_run)) if self.arrivals_per_run else 0.0,
             "live_bcubed_f1": round(live_scores.bcubed_f1, 4),
+            "live_bcubed_precision": round(live_scores.bcubed_precision, 4),
+            "live_bcubed_recall": round(live_scores.bcubed_recall, 4),
             "live_ami": round(live_scores.ami, 4),
             "live_noise_share": round(live_scores.noise_share, 4),
             "window_bcubed_f1_mean": round(float(np.mean(self.run_scores)), 4),
@@ -630,7 +644,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay-sigma", type=float, default=1.2, help="interleaved: lognormal sigma of the delay")
     parser.add_argument("--delay-cap-h", type=float, default=72.0, help="interleaved: longest delay")
     parser.add_argument("--seed", type=int, default=0, help="interleaved: random seed of the delays")
-    parser.add_argument("--window-days", type=float, default=3.0)
+    parser.add_argument("--window-days", type=float, default=None, help="default: tracking.window_s (1 day)")
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog",
                         help="backlog: count triggers only; stream: the stream's own clock drives batches and the timer")
     parser.add_argument("--every", type=int, default=None, help="default: tracking.recluster_every_n")
@@ -640,13 +654,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emerging-similarity", type=float, default=None, help="default: tracking.emerging_similarity")
     parser.add_argument("--emerging-min-size", type=int, default=None, help="default: tracking.emerging_min_size (0 = off)")
     parser.add_argument("--settle-h", type=float, default=None, help="default: tracking.settle_s (0 = publish every change)")
+    parser.add_argument("--match-threshold", type=float, default=None, help="default: tracking.match_threshold")
+    parser.add_argument("--attach-similarity", type=float, default=None, help="default: clustering.attach_similarity")
+    parser.add_argument("--min-cluster-size", type=int, default=None, help="default: clustering.min_cluster_size")
     parser.add_argument("--mirror-exact-below", type=int, default=0,
                         help="search through streamer's MirroredStore, indexed from this many rows (0 = exact numpy search)")
+
+
+def clustering_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The clustering settings given on the command line (the rest keep their defaults)."""
+    given = {"attach_similarity": getattr(args, "attach_similarity", None),
+             "min_cluster_size": getattr(args, "min_cluster_size", None)}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def resolve_defaults(args: argparse.Namespace) -> int:
     """Fill the service's defaults in; returns the timer interval in ms."""
     tracking = TrackingSettings()
+    args.window_days = tracking.window_s / 86_400 if args.window_days is None else args.window_days
     args.every = tracking.recluster_every_n if args.every is None else args.every
     args.every_noise = tracking.recluster_noise_n if args.every_noise is None else args.every_noise
     return int(1000 * (tracking.recluster_interval_s if args.interval_s is None else args.interval_s))
