@@ -228,7 +228,6 @@ class IngestPipeline:
         """Fetch batches in order and start preparing each, while a slot is free."""
         while not stop.is_set():
             await slots.acquire()
-            generation = self._source.generation
             try:
                 records = await retrier.run(
                     "fetch",
@@ -237,6 +236,10 @@ class IngestPipeline:
                 )
             except ShutdownRequested:
                 return
+            # Read when the fetch returns, not before it: a rebalance that completed during the fetch
+            # rewound the positions (the consumer discards what it fetched before), so these records
+            # are the new assignment's, and dropping them would skip them for good.
+            generation = self._source.generation
             if not records:
                 slots.release()
                 continue

@@ -36,10 +36,19 @@ def record(partition: int, offset: int) -> RawRecord:
 class ScriptedSource:
     """Hands out the scripted batches; a batch may come with a rebalance right after it is fetched."""
 
-    def __init__(self, batches: list[list[RawRecord]], *, rebalance_after: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        batches: list[list[RawRecord]],
+        *,
+        rebalance_after: frozenset[int] = frozenset(),
+        rebalance_during: frozenset[int] = frozenset(),
+    ) -> None:
         self.all_batches = list(batches)
         self.batches = list(batches)
         self.rebalance_after = rebalance_after
+        #: Fetches during which a rebalance completes: the consumer rewound, and returns records
+        #: read from the committed offsets (what aiokafka does: it discards what it had fetched).
+        self.rebalance_during = rebalance_during
         self.batch_lock = asyncio.Lock()
         self.generation = 0
         self.fetches = 0
@@ -57,6 +66,8 @@ class ScriptedSource:
             await asyncio.sleep(timeout_ms / 1000)
             return []
         index, self.fetches = self.fetches, self.fetches + 1
+        if index in self.rebalance_during:
+            await self._rebalance()
         batch = self.batches.pop(0)
         if index in self.rebalance_after:
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._rebalance()))
@@ -246,6 +257,20 @@ async def test_a_batch_fetched_before_a_rebalance_is_read_again_not_committed(ru
     expected = [f"p0-{r.offset}" for batch in batches for r in batch]
     assert source.fetches > len(batches)  # something was read again
     assert sink.assignments == expected  # every batch once, in order: none from before the rebalance
+    assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8]
+
+
+async def test_records_a_fetch_returns_after_a_rebalance_are_processed_not_dropped(runner: BlockingRunner) -> None:
+    """A rebalance completing while a fetch waits rewinds the consumer; what the fetch then returns
+    belongs to the new assignment and must be processed (dropping it skipped it for good: the
+    position had moved past it; found when an ingest replica was killed in bench/topology.py)."""
+    batches = [[record(0, b * 2 + i) for i in range(2)] for b in range(4)]
+    source = ScriptedSource(batches, rebalance_during=frozenset({2}))
+    sink = RecordingSink(source)
+    pipeline = make_pipeline(source, sink, runner, 1)
+    await run_until(pipeline, lambda: len(source.commits) == len(batches), asyncio.Event())
+
+    assert sink.assignments == [f"p0-{r.offset}" for batch in batches for r in batch]
     assert [offsets[("in", 0)] for offsets, _ in source.commits] == [2, 4, 6, 8]
 
 
