@@ -9,11 +9,16 @@
 3. Starts ``streamer.api`` under uvicorn in a child process holding that model, with a
    feeder applying further events (new headlines moving the clock, ~5% re-cluster moves;
    the window stays at 100k by expiry) the way ``KafkaFeed`` does: chunks of 256, a yield
-   between chunks, paced at ``--feed-rate`` events/s (0 = as fast as it can).
-4. 50 clients (aiohttp, keep-alive), each sending its next request when the last answered,
-   hit ``GET /api/topics`` and then ``GET /api/topics/{id}`` (random live ids) for
-   ``--seconds`` each: p50/p99 latency, requests/s, events/s the child applied meanwhile
-   (from /api/status) and its RSS. Everything binds 127.0.0.1 and stops by itself.
+   between chunks, paced at ``--feed-rate`` events/s (0 = as fast as it can). The parent
+   builds those events as bytes in a file first, as Kafka hands bytes over: the server's loop
+   only decodes and applies them (building them there cost the loop more than serving).
+4. 50 clients, each sending its next request when the last answered (wrk when installed,
+   Debian's ``wrk``; else aiohttp, whose own CPU then competes with the server), hit
+   ``GET /api/topics`` and then ``GET /api/topics/{id}`` (random live ids) for ``--seconds``
+   each: p50/p99 latency, requests/s, events/s the child applied meanwhile (from
+   /api/status) and its RSS. ``--rate R`` instead sends R requests/s open-loop (latency from
+   each request's scheduled time): what polling dashboards see below saturation.
+   Everything binds 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -96,7 +101,9 @@ def serve(args: argparse.Namespace) -> None:
     model = ReadModel(window_ms=DAY_MS, max_headlines=args.headlines)
     apply_all(model, list(stream(args.headlines, args.topics, per_day=args.headlines)))
     progress = FeedProgress(source="bench", caught_up=True, applied=model.version)
-    more = stream(10 * args.headlines, args.topics, per_day=args.headlines, start=args.headlines)
+    # The feed's events were built by the parent (as Kafka hands bytes over): the loop only decodes and applies.
+    feed_file = open(args.feed_file, "rb")  # noqa: SIM115 (read until the process ends)
+    more = ((kind.decode(), value) for kind, value in (line.rstrip(b"\n").split(b"\t", 1) for line in feed_file))
 
     async def feed() -> None:
         chunk, i = 256, 0
@@ -243,6 +250,7 @@ def main() -> int:
                         help="load generator: wrk (Debian's wrk; default when installed) or Python aiohttp clients")
     parser.add_argument("--rate", type=float, default=0,
                         help="open loop at this many requests/s instead of --clients closed-loop clients")
+    parser.add_argument("--feed-file", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,12 +260,19 @@ def main() -> int:
     events = list(stream(args.headlines, args.topics, per_day=args.headlines))
     standalone = apply_all(ReadModel(window_ms=DAY_MS, max_headlines=args.headlines), events)
     print(f"standalone: {len(events)} events decoded and applied at {standalone:,.0f} events/s")
+    feed_file = REPO / ".cache" / "bench" / "api_load_feed.tsv"
+    feed_file.parent.mkdir(parents=True, exist_ok=True)
+    feed_events = int((args.feed_rate or 20_000) * (2 * args.seconds + 30))
+    with feed_file.open("wb") as out:
+        for kind, value in itertools.islice(stream(10 * args.headlines, args.topics, per_day=args.headlines,
+                                                   start=args.headlines), feed_events):
+            out.write(kind.encode() + b"\t" + value + b"\n")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--port", str(port), "--headlines", str(args.headlines),
-         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate)],
+         "--topics", str(args.topics), "--feed-rate", str(args.feed_rate), "--feed-file", str(feed_file)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
