@@ -28,6 +28,18 @@ DATA_ENV = "BENCH_DATA_DIR"
 DATA = Path(os.environ.get(DATA_ENV, DEFAULT_DATA))
 UCI_PARTS = "newsCorpora_noURL.part*.tsv"
 CACHE = REPO / ".cache" / "bench"
+
+
+def milvus_server_class() -> Any:
+    """``tools/milvus/server.py``'s MilvusServer, loaded by path (the name ``milvus`` is the PyPI server package's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("streamer_tools_milvus_server", REPO / "tools" / "milvus" / "server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.MilvusServer
 sys.path.insert(0, str(REPO))
 
 

@@ -15,7 +15,6 @@ Usage: PYTHONPATH=. .venv/bin/python bench/milvus_consistency.py [--rounds 40] [
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -28,21 +27,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from common import milvus_server_class  # noqa: E402
 
 from streamer.adapters.milvus.recent import RecentOverlayStore  # noqa: E402
 from streamer.adapters.milvus.store import MilvusStore  # noqa: E402
 from streamer.config.connections import MilvusSettings  # noqa: E402
 from streamer.domain.headline import Headline  # noqa: E402
-
-
-def _milvus_server_class() -> Any:
-    """tools/milvus/server.py by path: the name ``milvus`` is the PyPI server package's."""
-    spec = importlib.util.spec_from_file_location("streamer_tools_milvus_server", REPO / "tools" / "milvus" / "server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.MilvusServer
 
 
 def measure(store: Any, search: Any, rounds: int, batch: int, pause_s: float, rng: np.random.Generator, dim: int) -> dict[str, float]:
@@ -71,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"rounds": args.rounds, "batch": args.batch}
-    with tempfile.TemporaryDirectory() as tmp, _milvus_server_class()(Path(tmp) / "milvus") as server:
+    with tempfile.TemporaryDirectory() as tmp, milvus_server_class()(Path(tmp) / "milvus") as server:
         server.start(timeout_s=300)
         settings = MilvusSettings(uri=server.uri, collection=f"probe_{uuid.uuid4().hex[:8]}")
         with MilvusStore(settings, args.dim) as store:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import shutil
 import sys
@@ -48,25 +47,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
-from common import CACHE, add_data_argument, uci_rows, use_data  # noqa: E402
+from common import CACHE, add_data_argument, milvus_server_class, uci_rows, use_data  # noqa: E402
 from kafka.broker import KafkaBroker  # noqa: E402
 from streamer_process import ServiceProcess, settings_env  # noqa: E402
 
 from streamer.core.quality import bcubed, noise_as_singletons  # noqa: E402
-
-
-def _milvus_server_class() -> Any:
-    """tools/milvus/server.py by path: the name ``milvus`` is the PyPI server package's."""
-    spec = importlib.util.spec_from_file_location("streamer_tools_milvus_server", REPO / "tools" / "milvus" / "server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.MilvusServer
-
-
-MilvusServer = _milvus_server_class()
 from streamer.domain.events import AssignmentEvent, ClusterEvent  # noqa: E402
+
+MilvusServer = milvus_server_class()
 
 
 def messages(rows: list[dict[str, str]]) -> list[tuple[bytes, bytes]]:
