@@ -139,6 +139,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 # -- the clients (parent) ---------------------------------------------------------------
+def summary(latencies: list[float], errors: int, seconds: float) -> dict[str, float]:
+    """Requests, errors, requests/s and p50/p99 milliseconds of ``latencies`` (seconds)."""
+    latencies = sorted(latencies)
+    pick = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)  # noqa: E731
+    return {"requests": len(latencies), "errors": errors, "rps": round(len(latencies) / seconds), "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99)}
+
+
 async def load(port: int, paths: list[str], clients: int, seconds: float) -> dict[str, float]:
     import aiohttp
 
@@ -158,10 +166,7 @@ async def load(port: int, paths: list[str], clients: int, seconds: float) -> dic
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
-    latencies.sort()
-    pick = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)  # noqa: E731
-    return {"requests": len(latencies), "errors": errors, "rps": round(len(latencies) / seconds), "p50_ms": pick(0.5),
-            "p99_ms": pick(0.99)}
+    return summary(latencies, errors, seconds)
 
 
 async def load_open(port: int, paths: list[str], rate: float, seconds: float) -> dict[str, float]:
@@ -189,10 +194,7 @@ async def load_open(port: int, paths: list[str], rate: float, seconds: float) ->
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             tasks.append(asyncio.create_task(one(session, due)))
         await asyncio.gather(*tasks)
-    latencies.sort()
-    pick = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)  # noqa: E731
-    return {"requests": len(latencies), "errors": errors, "rps": round(len(latencies) / seconds), "p50_ms": pick(0.5),
-            "p99_ms": pick(0.99)}
+    return summary(latencies, errors, seconds)
 
 
 _WRK_SCRIPT = """

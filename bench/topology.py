@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
 from common import CACHE, add_data_argument, milvus_server_class, uci_rows, use_data  # noqa: E402
+from id_audit import audit_ids  # noqa: E402
 from kafka.broker import KafkaBroker  # noqa: E402
 from streamer_process import ServiceProcess, settings_env  # noqa: E402
 
@@ -255,17 +256,8 @@ def main() -> None:
         finally:
             split.stop()
     ids = [f"uci-{r['ID']}" for r in rows]
-    arrival_ids: dict[str, set[str]] = defaultdict(set)
-    for e in events:
-        if e.reason == "arrival":
-            arrival_ids[e.headline_id].add(e.event_id)
-    created: dict[int, set[tuple[int, str | None]]] = defaultdict(set)
-    epochs: dict[int, set[int]] = defaultdict(set)
-    for c in lifecycle:
-        if c.type == "created":
-            created[c.cluster_id].add((c.run_id, c.exemplar_id))
-        if not c.emerging and c.leader_epoch is not None:
-            epochs[c.run_id].add(c.leader_epoch)
+    audit = audit_ids(events, lifecycle)
+    arrival_ids, created, epochs = audit.arrival_ids, audit.created, audit.epochs_of_run
     (CACHE / "topology" / "split" / "lifecycle.jsonl").write_text(
         "".join(c.model_dump_json() + "\n" for c in lifecycle)
     )  # what a reviewer reads when a figure below is not 0

@@ -14,6 +14,7 @@ hold at the end:
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -22,8 +23,11 @@ import pytest
 
 from streamer.domain.events import AssignmentEvent, ClusterEvent
 from tests.integration.test_service import produce, wait_for
-from tests.plugins.streamer_fixtures import isolated_settings
+from tests.plugins.streamer_fixtures import REPO, isolated_settings
 from tests.sample_data import uci_messages
+
+sys.path.insert(0, str(REPO / "tools"))
+from id_audit import audit_ids  # noqa: E402  (tools/id_audit.py: the bench tallies the same way)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -85,22 +89,13 @@ def test_two_ingest_replicas_a_leader_and_a_standby_survive_sigkills(
     lifecycle = [ClusterEvent.model_validate_json(m.value) for m in read_topic(k["cluster_events_topic"], idle_s=2)]
 
     # Every headline arrived once: one arrival event id each (redelivered copies carry it too).
-    arrival_ids: dict[str, set[str]] = defaultdict(set)
-    for e in assignments:
-        if e.reason == "arrival":
-            arrival_ids[e.headline_id].add(e.event_id)
+    audit = audit_ids(assignments, lifecycle)
+    arrival_ids, created, epochs_of_run = audit.arrival_ids, audit.created, audit.epochs_of_run
     assert {m["id"] for m in messages} <= set(arrival_ids)
     assert all(len(ids) == 1 for ids in arrival_ids.values()), "a headline with two different arrival events"
 
     # No id created twice; run ids grew across the failover.
     # (Event ids of two mints of one id in one run would be equal: compare what they name.)
-    created: dict[int, set[tuple[int, str | None]]] = defaultdict(set)
-    epochs_of_run: dict[int, set[int]] = defaultdict(set)
-    for e in lifecycle:
-        if e.type == "created":
-            created[e.cluster_id].add((e.run_id, e.exemplar_id))
-        if not e.emerging and e.leader_epoch is not None:
-            epochs_of_run[e.run_id].add(e.leader_epoch)
     assert created and all(len(ids) == 1 for ids in created.values()), "a cluster id created twice"
     assert all(len(epochs) == 1 for epochs in epochs_of_run.values()), f"a run id under two leaders: {epochs_of_run}"
     by_epoch: dict[int, list[int]] = defaultdict(list)

@@ -17,13 +17,12 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from streamer.adapters.kafka.client import client_options, translate_errors
+from streamer.adapters.kafka.client import tail_topic
 from streamer.adapters.kafka.sink import AiokafkaSink
 from streamer.config.connections import KafkaSettings
 from streamer.domain.headline import Headline
@@ -115,36 +114,15 @@ async def follow_arrivals(
     ``pinned`` is set once "now" is fixed (the end offsets read): every batch written after
     that reaches ``on_batch``.
     """
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
+    records = tail_topic(
+        settings, topic, stop, what="arrivals consumer", poll_ms=poll_ms, pinned=pinned,
         max_partition_fetch_bytes=8 * 1024 * 1024,
-        **client_options(settings),
     )
-    with translate_errors("arrivals consumer start"):
-        await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # pin "the end" now: batches from here on are ours
-        if pinned is not None:
-            pinned.set()
-        while not stop.is_set():
+    async with aclosing(records):
+        async for m in records:
             try:
-                batches = await consumer.getmany(timeout_ms=poll_ms)
-            except KafkaError as exc:
-                log.warning("arrivals poll failed", error=str(exc))
-                await asyncio.sleep(1)
+                batch = decode_arrivals(m.value)
+            except ValueError as exc:
+                log.error("arrivals record skipped", offset=m.offset, error=str(exc)[:300])
                 continue
-            for messages in batches.values():
-                for m in messages:
-                    try:
-                        batch = decode_arrivals(m.value)
-                    except ValueError as exc:
-                        log.error("arrivals record skipped", offset=m.offset, error=str(exc)[:300])
-                        continue
-                    await on_batch(batch)
-    finally:
-        await consumer.stop()
+            await on_batch(batch)

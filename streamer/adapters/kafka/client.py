@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -26,7 +27,7 @@ from streamer.config.connections import KafkaSettings
 from streamer.domain.errors import BrokerError, ConfigError
 from streamer.observability.logs import get_logger
 
-__all__ = ["client_options", "ensure_topics", "translate_errors"]
+__all__ = ["client_options", "ensure_topics", "tail_topic", "translate_errors"]
 
 
 log = get_logger(__name__)
@@ -112,29 +113,44 @@ async def ensure_topics(settings: KafkaSettings, topics: dict[str, dict[str, Any
         await admin.close()
 
 
+async def tail_topic(
+    settings: KafkaSettings,
+    topic: str,
+    stop: asyncio.Event,
+    *,
+    what: str,
+    poll_ms: int,
+    pinned: asyncio.Event | None = None,
+    **consumer_options: Any,
+) -> AsyncIterator[Any]:
+    """Every record written to ``topic`` after the start, until ``stop`` (no consumer group,
+    nothing committed). Use it under ``contextlib.aclosing`` so the consumer stops with the loop.
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    ``pinned`` is set once the end offsets are read: every record written after that is
+    yielded. A failed poll is logged as ``"{what} poll failed"`` and tried again a second later.
+    """
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False, auto_offset_reset="latest", **consumer_options, **client_options(settings)
+    )
+    with translate_errors(f"{what} start"):
+        await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        if pinned is not None:
+            for tp in tps:
+                await consumer.position(tp)  # resolve "the end" now, not at the first fetch
+            pinned.set()
+        while not stop.is_set():
+            try:
+                batches = await consumer.getmany(timeout_ms=poll_ms)
+            except KafkaError as exc:
+                log.warning(f"{what} poll failed", error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            for messages in batches.values():
+                for m in messages:
+                    yield m
+    finally:
+        await consumer.stop()

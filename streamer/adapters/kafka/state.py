@@ -22,13 +22,13 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from streamer.adapters.kafka.client import client_options, translate_errors
+from streamer.adapters.kafka.client import client_options, tail_topic, translate_errors
 from streamer.config.connections import KafkaSettings
 from streamer.domain.errors import BrokerError
 from streamer.observability.logs import get_logger
@@ -276,34 +276,14 @@ async def follow_state(
     arrives; one whose parts this follower did not all see (it started half-way) is skipped
     with a warning: the next commit brings a whole one.
     """
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
-        **STATE_FETCH_OPTIONS,
-        **client_options(settings),
-    )
-    with translate_errors("state follower start"):
-        await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        assembler = StateAssembler()
-        while not stop.is_set():
-            try:
-                batches = await consumer.getmany(timeout_ms=poll_ms)
-            except KafkaError as exc:
-                log.warning("state follower poll failed", error=str(exc))
-                await asyncio.sleep(1)
+    assembler = StateAssembler()
+    records = tail_topic(settings, topic, stop, what="state follower", poll_ms=poll_ms, **STATE_FETCH_OPTIONS)
+    async with aclosing(records):
+        async for m in records:
+            result = assembler.add(m.key, m.value) if m.key is not None else None
+            if result is None:
                 continue
-            for messages in batches.values():
-                for m in messages:
-                    result = assembler.add(m.key, m.value) if m.key is not None else None
-                    if result is None:
-                        continue
-                    if result.value is None:
-                        log.warning("state value skipped: not all its parts seen", key=m.key.decode(errors="replace"))
-                        continue
-                    on_record(result.key, result.value)
-    finally:
-        await consumer.stop()
+            if result.value is None:
+                log.warning("state value skipped: not all its parts seen", key=m.key.decode(errors="replace"))
+                continue
+            on_record(result.key, result.value)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.adapters.milvus.wrapper import StoreWrapper
 from streamer.domain.headline import Headline
 from streamer.observability.logs import get_logger
 
@@ -59,7 +60,7 @@ def _replay(index: Any, writes: list[tuple[np.ndarray, np.ndarray | None]]) -> i
     return added
 
 
-class MirroredStore:
+class MirroredStore(StoreWrapper):
     """A :class:`~streamer.domain.ports.VectorStore` whose searches come from an in-process faiss index."""
 
     def __init__(
@@ -69,7 +70,7 @@ class MirroredStore:
 
         if exact_below < 1 or nprobe < 1:
             raise ValueError(f"exact_below and nprobe must be >= 1, got {exact_below}, {nprobe}")
-        self._store = store
+        super().__init__(store)
         self._dim = dim
         self._exact_below = exact_below
         self._nprobe = nprobe
@@ -84,22 +85,6 @@ class MirroredStore:
         # While a new index trains: the writes it has not seen, in order (None: no training).
         self._missed: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._trainer: threading.Thread | None = None
-
-    # -- reads that need no mirror: Milvus answers them as it is ---------------------------------
-    def fetch_all(self) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        return self._store.fetch_all()
-
-    def ids_since(self, ingested_at_ms: int) -> list[str]:
-        return self._store.ids_since(ingested_at_ms)
-
-    def fetch_rows(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        return self._store.fetch_rows(ids)
-
-    def count(self) -> int:
-        return self._store.count()
-
-    def close(self) -> None:
-        self._store.close()
 
     def __len__(self) -> int:
         return len(self._key_of)

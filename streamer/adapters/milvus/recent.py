@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from streamer.adapters.milvus.wrapper import StoreWrapper
 from streamer.domain.headline import Headline
 
 __all__ = ["RecentOverlayStore"]
 
 
-class RecentOverlayStore:
+class RecentOverlayStore(StoreWrapper):
     """A :class:`~streamer.domain.ports.VectorStore`: Bounded Milvus searches plus this process's recent writes."""
 
     def __init__(
@@ -46,7 +47,7 @@ class RecentOverlayStore:
     ) -> None:
         if keep_s <= 0 or max_rows < 1:
             raise ValueError(f"keep_s must be > 0 and max_rows >= 1, got {keep_s}, {max_rows}")
-        self._store = store
+        super().__init__(store)
         self._keep_s = keep_s
         self._max_rows = max_rows
         self._clock = clock
@@ -107,18 +108,3 @@ class RecentOverlayStore:
             merged_ids.append([hid for hid, _ in ranked])
             merged[q, : len(ranked)] = [s for _, s in ranked]
         return merged_ids, merged
-
-    def fetch_all(self) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        return self._store.fetch_all()
-
-    def ids_since(self, ingested_at_ms: int) -> list[str]:
-        return self._store.ids_since(ingested_at_ms)
-
-    def fetch_rows(self, ids: list[str]) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
-        return self._store.fetch_rows(ids)
-
-    def count(self) -> int:
-        return self._store.count()
-
-    def close(self) -> None:
-        self._store.close()
