@@ -95,6 +95,7 @@ def apply_all(model: ReadModel, events: list[tuple[str, bytes]]) -> float:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from streamer.adapters.kafka.feed import apply_chunk
     from streamer.app.api import ReadApp, create_app
     from streamer.domain.views import FeedProgress
 
@@ -110,10 +111,8 @@ def serve(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            for kind, value in itertools.islice(more, chunk):
-                model.apply(decode_event(kind, value))
+            apply_chunk(model, progress, itertools.islice(more, chunk))
             i += chunk
-            progress.applied += chunk
             if args.feed_rate:
                 await asyncio.sleep(max(0.0, started + i / args.feed_rate - loop.time()))
             else:

@@ -28,6 +28,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 from streamer import __version__
@@ -72,7 +73,8 @@ class ReadApp:
     answers_version: int = -1
 
     def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Response:
-        """The JSON of ``compute()`` (a view, or None for 404), computed once per model version."""
+        """The JSON of ``compute()`` (a view, a JSON-ready document of a view's shape, or None for
+        404), computed once per model version."""
         if self.answers_version != self.model.version or len(self.answers) >= _MAX_ANSWERS:
             self.answers.clear()
             self.answers_version = self.model.version
@@ -81,7 +83,7 @@ class ReadApp:
             view = compute()
             if view is None:
                 return _error(404, f"{key[0]} {key[1]!r} not found")
-            body = self.answers[key] = view.model_dump_json().encode()
+            body = self.answers[key] = to_json(view) if isinstance(view, dict) else view.model_dump_json().encode()
         return Response(body, media_type="application/json")
 
 
@@ -130,7 +132,7 @@ def create_app(state: ReadApp) -> FastAPI:
     ) -> Response:
         """Live topics ranked by growth (last hour minus the hour before), size or most recent headline."""
         return state.answer(
-            ("topics", sort, limit, offset, q), lambda: state.model.topics(sort=sort, limit=limit, offset=offset, q=q)
+            ("topics", sort, limit, offset, q), lambda: state.model.topics_document(sort=sort, limit=limit, offset=offset, q=q)
         )
 
     @app.get("/api/topics/{topic_id}", response_model=TopicDetail, responses=_ERRORS, tags=["topics"])
@@ -143,7 +145,7 @@ def create_app(state: ReadApp) -> FastAPI:
         """A topic (live, merged or expired) with its current headlines, newest first, and its timeline."""
         return state.answer(
             ("topic", topic_id, offset, limit, bucket_minutes),
-            lambda: state.model.topic(topic_id, offset=offset, limit=limit, bucket_ms=bucket_minutes * 60_000),
+            lambda: state.model.topic_document(topic_id, offset=offset, limit=limit, bucket_ms=bucket_minutes * 60_000),
         )
 
     @app.get("/api/headlines/{headline_id:path}", response_model=HeadlineView, responses=_ERRORS, tags=["headlines"])

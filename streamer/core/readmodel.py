@@ -24,8 +24,10 @@ no I/O, no clock (time is the newest event time seen), no asyncio; the feeds in
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -35,10 +37,6 @@ from streamer.domain.headline import NOISE
 from streamer.domain.views import (
     AssignmentRecord,
     HeadlineView,
-    Lineage,
-    Member,
-    MemberPage,
-    TimelineBucket,
     TopicDetail,
     TopicList,
     TopicSummary,
@@ -53,29 +51,23 @@ _MAX_TIMELINE_BUCKETS = 240
 _HISTORY_KEPT = 20
 
 
-@dataclass(slots=True, frozen=True)
-class _Record:
-    """One assignment event of a headline (an :class:`AssignmentRecord` when asked for)."""
+# A headline is one flat tuple of atomic values: (id, title, source, time_ms, cluster_id, status,
+# probability) followed by its history, the 7 fields of each of its last assignment events
+# (event_id, cluster_id, status, reason, run_id, probability, emitted_at_ms), oldest first.
+# CPython's collector stops tracking a tuple whose items are all atomic the first time it
+# examines it (nested tuples take one collection per level), so the ~100k headlines of a window
+# add nothing to a full collection's scan; as objects they made a 150 ms pause every few seconds
+# of a busy feed, which set the read API's p99.
+_Headline = tuple
+_ID, _TITLE, _SOURCE, _TIME, _CLUSTER, _STATUS, _PROB = range(7)
+_HISTORY = 7  # index of the first record's first field
+_RECORD = 7  # fields per record
+_R_EVENT, _R_CLUSTER, _R_STATUS, _R_REASON, _R_RUN, _R_PROB, _R_EMITTED = range(_RECORD)
 
-    event_id: str
-    cluster_id: int
-    status: str
-    reason: str
-    run_id: int
-    probability: float
-    emitted_at_ms: int
 
-
-@dataclass(slots=True)
-class _Headline:
-    id: str
-    title: str
-    source: str | None
-    time_ms: int
-    cluster_id: int = NOISE
-    status: str = "unassigned"
-    probability: float = 0.0
-    history: list[_Record] = field(default_factory=list)
+def _history(headline: _Headline) -> list[tuple[Any, ...]]:
+    """A headline's records, oldest first."""
+    return [headline[i : i + _RECORD] for i in range(_HISTORY, len(headline), _RECORD)]
 
 
 @dataclass(slots=True)
@@ -121,31 +113,30 @@ class ReadModel:
             self.apply_cluster(event)
 
     def apply_assignment(self, event: AssignmentEvent) -> None:
-        headline = self._headlines.get(event.headline_id)
-        if headline is not None and any(r.event_id == event.event_id for r in headline.history):
+        hid = event.headline_id
+        old = self._headlines.get(hid)
+        if old is not None and event.event_id in old[_HISTORY + _R_EVENT :: _RECORD]:
             return  # a redelivered copy of an event already applied
         self.version += 1
-        if headline is None:
+        if old is None:
             time_ms = event.published_at_ms if event.published_at_ms is not None else event.emitted_at_ms
             self._advance(time_ms)
             if self._expired(time_ms):
                 return
-            headline = _Headline(event.headline_id, event.title, event.source, time_ms)
-            self._headlines[headline.id] = headline
-            self._by_time.add((time_ms, headline.id))
-        elif event.source and not headline.source:
-            headline.source = event.source
+            title, source, history = event.title, event.source, ()
+            self._by_time.add((time_ms, hid))
+        else:
+            title, source, time_ms = old[_TITLE], old[_SOURCE] or event.source, old[_TIME]
+            history = old[_HISTORY + _RECORD :] if len(old) >= _HISTORY + _HISTORY_KEPT * _RECORD else old[_HISTORY:]
         status = str(event.status)
-        record = _Record(
-            event.event_id, event.cluster_id, status, str(event.reason), event.run_id, event.probability, event.emitted_at_ms
-        )
-        history = headline.history
-        history.append(record)
-        if len(history) > _HISTORY_KEPT:
-            del history[0]
-        self._move(headline, event.cluster_id)
-        headline.status = status
-        headline.probability = event.probability
+        new = (hid, title, source, time_ms, event.cluster_id, status, event.probability, *history,
+               event.event_id, event.cluster_id, status, str(event.reason), event.run_id, event.probability,
+               event.emitted_at_ms)
+        if old is None or old[_CLUSTER] != event.cluster_id or old[_SOURCE] != source:
+            if old is not None:
+                self._leave(old)
+            self._join(new)
+        self._headlines[hid] = new
         self._expire()
 
     def apply_cluster(self, event: ClusterEvent) -> None:
@@ -180,34 +171,41 @@ class ReadModel:
             topic = self._topics[cluster_id] = _Topic(cluster_id)
         return topic
 
-    def _move(self, headline: _Headline, cluster_id: int) -> None:
-        if headline.cluster_id == cluster_id:
+    def _leave(self, headline: _Headline) -> None:
+        """Take ``headline`` out of its topic's counts (noise: nothing to do)."""
+        cluster_id = headline[_CLUSTER]
+        if cluster_id == NOISE:
             return
-        minute = headline.time_ms // MINUTE_MS
-        hour = headline.time_ms // HOUR_MS
-        if headline.cluster_id != NOISE:
-            old = self._topics[headline.cluster_id]
-            old.members.remove((headline.time_ms, headline.id))
-            old.size -= 1
-            left = old.hours[hour] - 1
-            if left:
-                old.hours[hour] = left
-            else:
-                del old.hours[hour]
-            if headline.source:
-                old.sources[headline.source] -= 1
-                if old.sources[headline.source] <= 0:
-                    del old.sources[headline.source]
-            self._bands.count(old, minute, -1)
-        headline.cluster_id = cluster_id
-        if cluster_id != NOISE:
-            new = self._topic(cluster_id)
-            new.members.add((headline.time_ms, headline.id))
-            new.size += 1
-            new.hours[hour] = new.hours.get(hour, 0) + 1
-            if headline.source:
-                new.sources[headline.source] += 1
-            self._bands.count(new, minute, 1)
+        time_ms, source = headline[_TIME], headline[_SOURCE]
+        hour = time_ms // HOUR_MS
+        old = self._topics[cluster_id]
+        old.members.remove((time_ms, headline[_ID]))
+        old.size -= 1
+        left = old.hours[hour] - 1
+        if left:
+            old.hours[hour] = left
+        else:
+            del old.hours[hour]
+        if source:
+            old.sources[source] -= 1
+            if old.sources[source] <= 0:
+                del old.sources[source]
+        self._bands.count(old, time_ms // MINUTE_MS, -1)
+
+    def _join(self, headline: _Headline) -> None:
+        """Count ``headline`` in its topic (noise: nothing to do)."""
+        cluster_id = headline[_CLUSTER]
+        if cluster_id == NOISE:
+            return
+        time_ms, source = headline[_TIME], headline[_SOURCE]
+        hour = time_ms // HOUR_MS
+        new = self._topic(cluster_id)
+        new.members.add((time_ms, headline[_ID]))
+        new.size += 1
+        new.hours[hour] = new.hours.get(hour, 0) + 1
+        if source:
+            new.sources[source] += 1
+        self._bands.count(new, time_ms // MINUTE_MS, 1)
 
     def _advance(self, time_ms: int) -> None:
         if self.now_ms is None or time_ms > self.now_ms:
@@ -224,8 +222,7 @@ class ReadModel:
             or (self.max_headlines is not None and len(self._by_time) > self.max_headlines)
         ):
             _, hid = self._by_time.pop(0)
-            headline = self._headlines.pop(hid)
-            self._move(headline, NOISE)
+            self._leave(self._headlines.pop(hid))
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -237,14 +234,30 @@ class ReadModel:
 
     def cluster_of(self, headline_id: str) -> int | None:
         headline = self._headlines.get(headline_id)
-        return None if headline is None else headline.cluster_id
+        return None if headline is None else headline[_CLUSTER]
 
     def title_of(self, headline_id: str) -> str | None:
         headline = self._headlines.get(headline_id)
-        return None if headline is None else headline.title
+        return None if headline is None else headline[_TITLE]
 
     def topics(self, *, sort: str = "growth", limit: int = 50, q: str | None = None, offset: int = 0) -> TopicList:
         """Live topics with headlines, ranked; ``q`` keeps those whose keywords or exemplar contain it."""
+        return TopicList.model_validate(self.topics_document(sort=sort, limit=limit, q=q, offset=offset))
+
+    def topic(self, cluster_id: int, *, offset: int = 0, limit: int = 50, bucket_ms: int | None = None) -> TopicDetail | None:
+        """One topic with its newest headlines (paged) and a timeline; None for an id never seen."""
+        document = self.topic_document(cluster_id, offset=offset, limit=limit, bucket_ms=bucket_ms)
+        return None if document is None else TopicDetail.model_validate(document)
+
+    def summary(self, cluster_id: int) -> TopicSummary | None:
+        topic = self._topics.get(cluster_id)
+        return None if topic is None else TopicSummary.model_validate(self._summary(topic))
+
+    # The read API's answers are built as JSON-ready documents of the views' shape (the typed
+    # methods above validate them into the views): a topic page costs a fifth of building
+    # the pydantic models, which the API would only serialise again.
+    def topics_document(self, *, sort: str = "growth", limit: int = 50, q: str | None = None, offset: int = 0) -> dict[str, Any]:
+        """:meth:`topics` as a JSON-ready document (a :class:`TopicList`'s fields)."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
         needle = (q or "").strip().lower()
@@ -257,24 +270,24 @@ class ReadModel:
             key = lambda t: (t.size, t.last_hour, t.id)  # noqa: E731
         else:
             key = lambda t: (t.members[-1][0], t.size, t.id)  # noqa: E731
-        chosen.sort(key=key, reverse=True)
-        page = chosen[offset : offset + limit]
-        return TopicList(
-            version=self.version, now_ms=self.now_ms, total=len(chosen), topics=[self._summary(t) for t in page]
-        )
+        page = heapq.nlargest(offset + limit, chosen, key=key)[offset:]
+        return {"version": self.version, "now_ms": self.now_ms, "total": len(chosen),
+                "topics": [self._summary(t) for t in page]}
 
-    def topic(self, cluster_id: int, *, offset: int = 0, limit: int = 50, bucket_ms: int | None = None) -> TopicDetail | None:
-        """One topic with its newest headlines (paged) and a timeline; None for an id never seen."""
+    def topic_document(self, cluster_id: int, *, offset: int = 0, limit: int = 50,
+                       bucket_ms: int | None = None) -> dict[str, Any] | None:
+        """:meth:`topic` as a JSON-ready document (a :class:`TopicDetail`'s fields); None for an unknown id."""
         topic = self._topics.get(cluster_id)
         if topic is None:
             return None
-        members = topic.members
-        page = list(members.islice(max(0, len(members) - offset - limit), max(0, len(members) - offset), reverse=True))
+        members, headlines = topic.members, self._headlines
+        page = members.islice(max(0, len(members) - offset - limit), max(0, len(members) - offset), reverse=True)
         items = []
         for _, hid in page:
-            h = self._headlines[hid]
-            items.append(Member(id=h.id, title=h.title, source=h.source, time_ms=h.time_ms, probability=h.probability))
-        timeline: list[TimelineBucket] = []
+            h = headlines[hid]
+            items.append({"id": hid, "title": h[_TITLE], "source": h[_SOURCE], "time_ms": h[_TIME],
+                          "probability": h[_PROB]})
+        timeline: list[dict[str, int]] = []
         bucket = bucket_ms or HOUR_MS
         if members:
             first, last = members[0][0], members[-1][0]
@@ -288,47 +301,46 @@ class ReadModel:
                     count = sum(hours.get(h, 0) for h in range(h0, h0 + bucket // HOUR_MS))
                 else:
                     count = self._between(topic, begin, begin + bucket)
-                timeline.append(TimelineBucket(start_ms=begin, count=count))
-        return TopicDetail(
-            **self._summary(topic).model_dump(),
+                timeline.append({"start_ms": begin, "count": count})
+        document = self._summary(topic)
+        document.update(
             top_sources=topic.sources.most_common(10),
             run_size=topic.run_size,
             bucket_ms=bucket,
             timeline=timeline,
-            members=MemberPage(offset=offset, limit=limit, total=len(members), items=items),
+            members={"offset": offset, "limit": limit, "total": len(members), "items": items},
         )
+        return document
 
     def headline(self, headline_id: str) -> HeadlineView | None:
         h = self._headlines.get(headline_id)
         if h is None:
             return None
-        topic = self._topics.get(h.cluster_id) if h.cluster_id != NOISE else None
+        cluster_id = h[_CLUSTER]
+        topic = self._topics.get(cluster_id) if cluster_id != NOISE else None
         return HeadlineView(
-            id=h.id,
-            title=h.title,
-            source=h.source,
-            time_ms=h.time_ms,
-            cluster_id=h.cluster_id,
-            status=h.status,
-            topic=self._summary(topic) if topic is not None else None,
+            id=h[_ID],
+            title=h[_TITLE],
+            source=h[_SOURCE],
+            time_ms=h[_TIME],
+            cluster_id=cluster_id,
+            status=h[_STATUS],
+            topic=TopicSummary.model_validate(self._summary(topic)) if topic is not None else None,
             history=[
                 AssignmentRecord(
-                    event_id=r.event_id, cluster_id=r.cluster_id, status=r.status, reason=r.reason,
-                    run_id=r.run_id, probability=r.probability, emitted_at_ms=r.emitted_at_ms,
+                    event_id=r[_R_EVENT], cluster_id=r[_R_CLUSTER], status=r[_R_STATUS], reason=r[_R_REASON],
+                    run_id=r[_R_RUN], probability=r[_R_PROB], emitted_at_ms=r[_R_EMITTED],
                 )
-                for r in h.history
+                for r in _history(h)
             ],
         )
-
-    def summary(self, cluster_id: int) -> TopicSummary | None:
-        topic = self._topics.get(cluster_id)
-        return None if topic is None else self._summary(topic)
 
     def _between(self, topic: _Topic, start_ms: int, end_ms: int) -> int:
         """Headlines of ``topic`` with start_ms <= time < end_ms (two bisections)."""
         return int(topic.members.bisect_left((end_ms,)) - topic.members.bisect_left((start_ms,)))
 
-    def _summary(self, t: _Topic) -> TopicSummary:
+    def _summary(self, t: _Topic) -> dict[str, Any]:
+        """A topic's :class:`TopicSummary` fields, JSON-ready."""
         members = t.members
         spark: list[int] = []
         if self.now_ms is not None and members:
@@ -337,26 +349,26 @@ class ReadModel:
         exemplar_id, exemplar_title = t.exemplar_id, t.exemplar_title
         if exemplar_title is None and members:  # no cluster event yet: its newest headline stands in
             exemplar_id = members[-1][1]
-            exemplar_title = self._headlines[exemplar_id].title
-        return TopicSummary(
-            id=t.id,
-            state=t.state,  # type: ignore[arg-type]
-            size=t.size,
-            keywords=t.keywords,
-            exemplar_id=exemplar_id,
-            exemplar_title=exemplar_title,
-            first_seen_ms=members[0][0] if members else None,
-            last_seen_ms=members[-1][0] if members else None,
-            last_hour=t.last_hour,
-            previous_hour=t.previous_hour,
-            growth=t.last_hour - t.previous_hour,
-            sources=len(t.sources),
-            emerging=t.emerging,
-            sparkline=spark,
-            lineage=Lineage(
-                merged_from=sorted(t.merged_from),
-                merged_into=t.merged_into,
-                split_from=t.split_from,
-                split_into=sorted(t.split_into),
-            ),
-        )
+            exemplar_title = self._headlines[exemplar_id][_TITLE]
+        return {
+            "id": t.id,
+            "state": t.state,
+            "size": t.size,
+            "keywords": t.keywords,
+            "exemplar_id": exemplar_id,
+            "exemplar_title": exemplar_title,
+            "first_seen_ms": members[0][0] if members else None,
+            "last_seen_ms": members[-1][0] if members else None,
+            "last_hour": t.last_hour,
+            "previous_hour": t.previous_hour,
+            "growth": t.last_hour - t.previous_hour,
+            "sources": len(t.sources),
+            "emerging": t.emerging,
+            "sparkline": spark,
+            "lineage": {
+                "merged_from": sorted(t.merged_from),
+                "merged_into": t.merged_into,
+                "split_from": t.split_from,
+                "split_into": sorted(t.split_into),
+            },
+        }
