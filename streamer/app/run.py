@@ -261,6 +261,7 @@ async def _start(
             # Only the re-clusterer's leader owns the id counter, so only it starts emerging topics.
             registry=registry if parts.colocated else None,
             may_mint=leadership.leads,
+            leader_epoch=lambda: leadership.epoch,
             model_runner=model_runner,
         )
         tasks.append(_spawn(stack, stop, pipeline.run(stop), "ingest"))

@@ -136,12 +136,15 @@ class IngestPipeline:
         forwarder: ArrivalForwarder | None = None,
         registry: ClusterRegistry | None = None,
         may_mint: Callable[[], bool] = lambda: True,
+        leader_epoch: Callable[[], int | None] = lambda: None,
         model_runner: BlockingRunner | None = None,
     ) -> None:
         """``model_runner`` (default: ``runner``) runs the embedder; give it ``batches_in_flight - 1``
         threads so that embeddings ahead never wait for, or hold up, the store calls on ``runner``.
         ``registry`` (with ``may_mint`` true: this instance leads the re-clusterer) lets arrivals
-        start emerging topics; without it they only follow the snapshot and recent arrivals.
+        start emerging topics; without it they only follow the snapshot and recent arrivals. The
+        ``created`` events of those topics and the moves into them carry ``leader_epoch()``, as
+        the leader's other events do, so that downstream can fence a deposed leader's.
         ``forwarder`` hands each batch to a re-clusterer in another process (before the commit).
         A store that can stage batches gets write-behind (``config.write_behind``)."""
         self._source = source
@@ -158,6 +161,7 @@ class IngestPipeline:
         self._forwarder = forwarder
         self._registry = registry
         self._placement = ArrivalPlacement(holder, ArrivalAssigner(config.emerging, registry, may_mint), registry)
+        self._leader_epoch = leader_epoch
         self.batches_done = 0
         self._write_behind: WriteBehind | None = None
         if config.write_behind and isinstance(store, StagingStore):
@@ -349,7 +353,12 @@ class IngestPipeline:
             )
         # 5. assign
         with self._metrics.timed("assign"):
+            epoch = self._leader_epoch()  # read with no await before the placement that may mint under it
             events, moved, started = self._placement.place(headlines, found, sims)
+            if epoch is not None and (moved or started):
+                stamp = {"leader_epoch": epoch}
+                moved = [e.model_copy(update=stamp) for e in moved]
+                started = [e.model_copy(update=stamp) for e in started]
         # 6. publish
         with self._metrics.timed("produce"):
             if started and self._registry is not None:

@@ -256,6 +256,8 @@ def test_breaking_story_gets_an_emerging_topic_before_the_next_run(
         if e.emerging
     ]
     assert created and all(e.type == "created" and e.keywords == [] for e in created)
+    # Minted by the leader between runs: fenced by its epoch like its runs' events.
+    assert all(e.leader_epoch is not None and e.leader_epoch >= 1 for e in created)
     assignments = arrival_events(read_topic, s["kafka"]["assignments_topic"])
     story_ids = {h["id"] for h in story}
     final: dict[str, int] = {}
@@ -270,7 +272,7 @@ def test_breaking_story_gets_an_emerging_topic_before_the_next_run(
     # The story's first headlines were noise when they arrived and were moved into the topic later
     # (other topics may emerge among the sample headlines too: every move goes to an emerging id).
     moved = [e for e in assignments if e.reason == "emerging"]
-    assert all(e.cluster_id in emerging_ids for e in moved)
+    assert all(e.cluster_id in emerging_ids and e.leader_epoch == created[0].leader_epoch for e in moved)
     assert {e.headline_id for e in moved if e.cluster_id == main_topic} & {"penguins-0", "penguins-1"}
     arrivals = [e for e in assignments if e.reason == "arrival" and e.headline_id in story_ids]
     assert sorted(e.headline_id for e in arrivals) == sorted(story_ids)  # still exactly one arrival event each
