@@ -119,8 +119,9 @@ def serve(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0)
 
     async def main() -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", args.port))
+        from streamer.app.serve_commands import bind_http
+
+        sock = bind_http("127.0.0.1", args.port)  # as `streamer serve` binds
         server = uvicorn.Server(uvicorn.Config(create_app(ReadApp(model, progress)), log_level="warning", access_log=False,
                                                lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -24,7 +24,7 @@ from streamer.app.options import add_setting_flags
 from streamer.config.settings import Settings
 from streamer.service.match import MatchParts
 
-__all__ = ["add_commands", "HANDLERS", "run_serve"]
+__all__ = ["add_commands", "bind_http", "HANDLERS", "run_serve"]
 
 
 def add_commands(sub: Any) -> None:
@@ -44,11 +44,18 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"serve": _cmd_serve}
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_http(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the feed starts (a port in use fails at once).
+
+    Created with ``IPPROTO_TCP`` named: asyncio turns Nagle's algorithm off only on connections
+    of sockets whose protocol says TCP, and with it on, a response written as headers then body
+    waited for the client's delayed ACK (~40 ms on each answer, 1,000 answers/s at most from 50
+    connections).
+    """
     from streamer.domain.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -122,7 +129,7 @@ async def run_serve(
     runner = BlockingRunner(settings.service.blocking_workers, name="streamer-serve")
     tasks: list[asyncio.Task[None]] = []
     matcher: Matcher | None = None
-    sock = _bind(settings.service.http_host, settings.service.http_port)
+    sock = bind_http(settings.service.http_host, settings.service.http_port)
     try:
         if from_dir is not None:
             progress = await runner.run(load_folder, from_dir, model)  # before serving: nothing reads yet

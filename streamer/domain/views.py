@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "TopicState",
+    "TopicsQuery",
+    "TopicQuery",
     "Lineage",
     "TopicSummary",
     "TopicList",
@@ -37,6 +39,23 @@ TopicState = Literal["live", "merged", "expired"]
 
 class _View(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class TopicsQuery(BaseModel):
+    """The query of ``GET /api/topics``."""
+
+    sort: Literal["growth", "size", "recent"] = "growth"
+    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    q: str | None = Field(None, max_length=200, description="Text the keywords or exemplar contain")
+
+
+class TopicQuery(BaseModel):
+    """The query of ``GET /api/topics/{id}``."""
+
+    offset: int = Field(0, ge=0)
+    limit: int = Field(50, ge=1, le=500)
+    bucket_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
 
 
 class Lineage(_View):
