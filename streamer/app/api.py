@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
-from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 from streamer import __version__
@@ -87,7 +87,7 @@ class ReadApp:
             view = compute()
             if view is None:
                 return None
-            body = self.answers[key] = to_json(view) if isinstance(view, dict) else view.model_dump_json().encode()
+            body = self.answers[key] = orjson.dumps(view) if isinstance(view, dict) else view.model_dump_json().encode()
         return body
 
     def answer(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Response:

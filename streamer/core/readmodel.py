@@ -295,13 +295,16 @@ class ReadModel:
                 bucket *= 2
             start = first - first % bucket
             hours = topic.hours
-            for begin in range(start, last + 1, bucket):
-                if bucket % HOUR_MS == 0:  # whole hours: from the hourly counts, no bisection
-                    h0 = begin // HOUR_MS
-                    count = sum(hours.get(h, 0) for h in range(h0, h0 + bucket // HOUR_MS))
-                else:
-                    count = self._between(topic, begin, begin + bucket)
-                timeline.append({"start_ms": begin, "count": count})
+            if bucket == HOUR_MS:  # the default: one hourly count per bucket
+                timeline = [{"start_ms": b, "count": hours.get(b // HOUR_MS, 0)} for b in range(start, last + 1, bucket)]
+            else:
+                for begin in range(start, last + 1, bucket):
+                    if bucket % HOUR_MS == 0:  # whole hours: from the hourly counts, no bisection
+                        h0 = begin // HOUR_MS
+                        count = sum(hours.get(h, 0) for h in range(h0, h0 + bucket // HOUR_MS))
+                    else:
+                        count = self._between(topic, begin, begin + bucket)
+                    timeline.append({"start_ms": begin, "count": count})
         document = self._summary(topic)
         document.update(
             top_sources=topic.sources.most_common(10),
