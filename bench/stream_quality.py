@@ -265,7 +265,8 @@ class Replay:
         tracking = TrackingSettings()
         self.config = ReclusterConfig(
             k=graph.k, params=clustering.hdbscan_params(), min_points=clustering.min_points,
-            window_s=tracking.window_s if args.window_days is None else args.window_days * 86_400, max_window_size=100_000, every_n=args.every,
+            window_s=tracking.window_s if args.window_days is None else args.window_days * 86_400,
+            max_window_size=args.max_window_size, every_n=args.every,
             every_unplaced=args.every_noise, catch_up_every_run=False,
             settle_s=tracking.settle_s if args.settle_h is None else args.settle_h * 3600,
         )
@@ -311,6 +312,7 @@ class Replay:
         self.events_by_reason: dict[str, int] = {}
         self.cluster_events: dict[str, int] = {}
         self.topic_label: dict[int, tuple[tuple[str, ...], str | None]] = {}  # last published per topic
+        self.merged_into: dict[int, int] = {}  # absorbed topic -> the one its `merged` event named
         self.labels_checked = self.labels_stale = 0
         self.exemplar_hits: list[float] = []
         self.keyword_hits: list[float] = []
@@ -364,6 +366,8 @@ class Replay:
     def on_cluster_events(self, events: Sequence[ClusterEvent]) -> None:
         for e in events:
             kind = e.type.value + (" (emerging)" if e.emerging else "")
+            for absorbed in e.merged_from:
+                self.merged_into[absorbed] = e.cluster_id
             self.cluster_events[kind] = self.cluster_events.get(kind, 0) + 1
             if e.type.value == "expired":
                 self.topic_label.pop(e.cluster_id, None)
@@ -558,8 +562,18 @@ class Replay:
 
     def result(self, args: argparse.Namespace, interval_ms: int, total_s: float) -> dict[str, object]:
         final_ids = list(self.published)
-        live_scores = score_clustering(np.array([self.story[h] for h in final_ids]),
-                                       np.array([self.published[h] for h in final_ids]))
+        truth = np.array([self.story[h] for h in final_ids])
+        live_scores = score_clustering(truth, np.array([self.published[h] for h in final_ids]))
+        # What a subscriber that follows `merged` events holds: a label whose topic was merged away
+        # read as the topic it went into (chains followed, loops cut).
+        def follow(cid: int) -> int:
+            seen = {cid}
+            while cid in self.merged_into and self.merged_into[cid] not in seen:
+                cid = self.merged_into[cid]
+                seen.add(cid)
+            return cid
+
+        lineage_scores = score_clustering(truth, np.array([follow(self.published[h]) for h in final_ids]))
         return {
             "data": str(args.data),
             "skip": args.skip,
@@ -569,10 +583,13 @@ class Replay:
                        "seed": args.seed} if args.arrivals == "interleaved" else None),
             "pace": args.pace,
             "window_days": self.config.window_s / 86_400,
+            "max_window_size": self.config.max_window_size,
             "settle_h": self.config.settle_s / 3600,
             "match_threshold": self.registry.match_threshold,
             "min_cluster_size": self.config.params.min_cluster_size,
             "attach_similarity": self.config.params.attach_similarity,
+            "min_samples": self.config.params.min_samples,
+            "selection_epsilon": self.config.params.selection_epsilon,
             "every_n": args.every,
             "every_noise": args.every_noise,
             "interval_s": interval_ms / 1000 if args.pace == "stream" else None,
@@ -580,6 +597,7 @@ class Replay:
             "runs_by_trigger": self.runs_by_trigger,
             "arrivals_per_run_median": float(np.median(self.arrivals_per_run)) if self.arrivals_per_run else 0.0,
             "live_bcubed_f1": round(live_scores.bcubed_f1, 4),
+            "live_bcubed_f1_following_merges": round(lineage_scores.bcubed_f1, 4),
             "live_bcubed_precision": round(live_scores.bcubed_precision, 4),
             "live_bcubed_recall": round(live_scores.bcubed_recall, 4),
             "live_ami": round(live_scores.ami, 4),
@@ -645,6 +663,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay-cap-h", type=float, default=72.0, help="interleaved: longest delay")
     parser.add_argument("--seed", type=int, default=0, help="interleaved: random seed of the delays")
     parser.add_argument("--window-days", type=float, default=None, help="default: tracking.window_s (1 day)")
+    parser.add_argument("--max-window-size", type=int, default=None,
+                        help="cap on headlines in the window; default: tracking.max_window_size")
     parser.add_argument("--pace", choices=("backlog", "stream"), default="backlog",
                         help="backlog: count triggers only; stream: the stream's own clock drives batches and the timer")
     parser.add_argument("--every", type=int, default=None, help="default: tracking.recluster_every_n")
@@ -657,6 +677,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-threshold", type=float, default=None, help="default: tracking.match_threshold")
     parser.add_argument("--attach-similarity", type=float, default=None, help="default: clustering.attach_similarity")
     parser.add_argument("--min-cluster-size", type=int, default=None, help="default: clustering.min_cluster_size")
+    parser.add_argument("--min-samples", type=int, default=None, help="default: clustering.min_samples")
+    parser.add_argument("--selection-epsilon", type=float, default=None, help="default: clustering.selection_epsilon")
     parser.add_argument("--mirror-exact-below", type=int, default=0,
                         help="search through streamer's MirroredStore, indexed from this many rows (0 = exact numpy search)")
 
@@ -664,7 +686,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def clustering_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The clustering settings given on the command line (the rest keep their defaults)."""
     given = {"attach_similarity": getattr(args, "attach_similarity", None),
-             "min_cluster_size": getattr(args, "min_cluster_size", None)}
+             "min_cluster_size": getattr(args, "min_cluster_size", None),
+             "min_samples": getattr(args, "min_samples", None),
+             "selection_epsilon": getattr(args, "selection_epsilon", None)}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -673,6 +697,8 @@ def resolve_defaults(args: argparse.Namespace) -> int:
     tracking = TrackingSettings()
     args.window_days = tracking.window_s / 86_400 if args.window_days is None else args.window_days
     args.every = tracking.recluster_every_n if args.every is None else args.every
+    if getattr(args, "max_window_size", None) is None:
+        args.max_window_size = tracking.max_window_size
     args.every_noise = tracking.recluster_noise_n if args.every_noise is None else args.every_noise
     return int(1000 * (tracking.recluster_interval_s if args.interval_s is None else args.interval_s))
 
