@@ -173,39 +173,36 @@ class ReadModel:
 
     def _leave(self, headline: _Headline) -> None:
         """Take ``headline`` out of its topic's counts (noise: nothing to do)."""
-        cluster_id = headline[_CLUSTER]
-        if cluster_id == NOISE:
-            return
-        time_ms, source = headline[_TIME], headline[_SOURCE]
-        hour = time_ms // HOUR_MS
-        old = self._topics[cluster_id]
-        old.members.remove((time_ms, headline[_ID]))
-        old.size -= 1
-        left = old.hours[hour] - 1
-        if left:
-            old.hours[hour] = left
-        else:
-            del old.hours[hour]
-        if source:
-            old.sources[source] -= 1
-            if old.sources[source] <= 0:
-                del old.sources[source]
-        self._bands.count(old, time_ms // MINUTE_MS, -1)
+        self._count(headline, -1)
 
     def _join(self, headline: _Headline) -> None:
         """Count ``headline`` in its topic (noise: nothing to do)."""
+        self._count(headline, 1)
+
+    def _count(self, headline: _Headline, delta: int) -> None:
         cluster_id = headline[_CLUSTER]
         if cluster_id == NOISE:
             return
         time_ms, source = headline[_TIME], headline[_SOURCE]
         hour = time_ms // HOUR_MS
-        new = self._topic(cluster_id)
-        new.members.add((time_ms, headline[_ID]))
-        new.size += 1
-        new.hours[hour] = new.hours.get(hour, 0) + 1
+        topic = self._topic(cluster_id)
+        if delta > 0:
+            topic.members.add((time_ms, headline[_ID]))
+        else:
+            topic.members.remove((time_ms, headline[_ID]))
+        topic.size += delta
+        in_hour = topic.hours.get(hour, 0) + delta
+        if in_hour > 0:
+            topic.hours[hour] = in_hour
+        else:
+            topic.hours.pop(hour, None)
         if source:
-            new.sources[source] += 1
-        self._bands.count(new, time_ms // MINUTE_MS, 1)
+            from_source = topic.sources[source] + delta
+            if from_source > 0:
+                topic.sources[source] = from_source
+            else:
+                topic.sources.pop(source, None)
+        self._bands.count(topic, time_ms // MINUTE_MS, delta)
 
     def _advance(self, time_ms: int) -> None:
         if self.now_ms is None or time_ms > self.now_ms:
