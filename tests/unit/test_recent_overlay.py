@@ -13,7 +13,7 @@ from tests.unit.helpers import unit_rows
 
 
 class _LaggingStore:
-    """Shows written rows to searches only after ``visible()`` (a server's staleness)."""
+    """Shows writes and deletes to searches only after ``visible()`` (a server's staleness)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, np.ndarray] = {}
@@ -27,7 +27,6 @@ class _LaggingStore:
     def delete(self, ids: list[str]) -> None:
         for hid in ids:
             self.rows.pop(hid, None)
-            self.shown.pop(hid, None)
 
     def visible(self) -> None:
         self.shown = dict(self.rows)
@@ -70,8 +69,15 @@ def test_the_overlay_copy_wins_over_a_stale_server_row_and_deletes_leave_both() 
     ids, sims = store.search(new, 4)
     assert ids[0][0] == "h0" and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
     assert ids[0].count("h0") == 1
-    store.delete(["h1"])
-    assert "h1" not in store.search(old[1:2], 4)[0][0]
+    store.delete(["h1"])  # the server still shows h1
+    ids, sims = store.search(old[1:2], 3)
+    assert "h1" not in ids[0] and len(ids[0]) == 3 and np.isfinite(sims).all()  # still 3 answers (h0, h2, h3)
+    store.upsert(_heads(1, start=1), old[1:2])  # written again: found again
+    assert store.search(old[1:2], 1)[0][0] == ["h1"]
+    now[0] = 60.0  # past keep_s the server's view is trusted again
+    inner.delete(["h2"])
+    inner.visible()
+    assert "h2" not in store.search(old[2:3], 4)[0][0]
 
 
 def test_rows_leave_the_overlay_after_keep_s_or_past_max_rows() -> None:

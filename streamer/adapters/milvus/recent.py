@@ -8,8 +8,10 @@ but may miss the writes of the last ``common.gracefulTime`` (5 s by default).
 :class:`RecentOverlayStore` searches Bounded and adds what Bounded may miss of its own
 writes: it keeps the vectors this process upserted in the last ``keep_s`` seconds and
 answers each query from both, the overlay's copy winning for an id both return (an upsert
-that Milvus does not show yet). A row older than ``keep_s`` is past the server's staleness
-bound, so the merged answer holds every row this process wrote, as a Strong search would.
+that Milvus does not show yet). It also remembers the ids it deleted in the last ``keep_s``
+seconds and drops them from Bounded answers, which may still show them. A row older than
+``keep_s`` is past the server's staleness bound, so the merged answer holds every row this
+process wrote and none it deleted, as a Strong search would.
 Rows another process (another ingest replica) wrote in the last few seconds can be missing;
 the re-clusterer reads every arrival and places again those that were published as noise
 (:mod:`streamer.service.replica_arrivals`).
@@ -53,6 +55,8 @@ class RecentOverlayStore(StoreWrapper):
         self._clock = clock
         # id -> (written at, vector), oldest first; an upsert moves its id to the end.
         self._recent: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
+        # id -> deleted at, oldest first: Bounded searches may show these for up to keep_s.
+        self._deleted: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- writes ----------------------------------------------------------------------------------
@@ -63,13 +67,18 @@ class RecentOverlayStore(StoreWrapper):
             for h, vector in zip(headlines, np.asarray(vectors, dtype=np.float32), strict=True):
                 self._recent.pop(h.id, None)
                 self._recent[h.id] = (now, vector)
+                self._deleted.pop(h.id, None)
             self._prune_locked(now)
 
     def delete(self, ids: list[str]) -> None:
         self._store.delete(ids)
+        now = self._clock()
         with self._lock:
             for hid in ids:
                 self._recent.pop(hid, None)
+                self._deleted.pop(hid, None)
+                self._deleted[hid] = now
+            self._prune_locked(now)
 
     def _prune_locked(self, now: float) -> None:
         # max_rows bounds memory only: 50,000 rows in keep_s is far above what the model embeds.
@@ -78,6 +87,11 @@ class RecentOverlayStore(StoreWrapper):
             if now - written <= self._keep_s and len(self._recent) <= self._max_rows:
                 break
             self._recent.popitem(last=False)
+        while self._deleted:
+            deleted = next(iter(self._deleted.values()))
+            if now - deleted <= self._keep_s and len(self._deleted) <= self._max_rows:
+                break
+            self._deleted.popitem(last=False)
 
     def __len__(self) -> int:
         """Rows held in the overlay now."""
@@ -89,18 +103,25 @@ class RecentOverlayStore(StoreWrapper):
         """Top-``limit`` neighbours of each query from Milvus (Bounded) and the overlay, best first."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        ids, sims = self._store.search(vectors, limit, consistency="Bounded")
         with self._lock:
             self._prune_locked(self._clock())
-            if not self._recent or len(vectors) == 0:
-                return ids, sims
+            extra = min(len(self._deleted), limit)  # answers a deleted row may take from the top
+        ids, sims = self._store.search(vectors, limit + extra, consistency="Bounded")
+        with self._lock:
+            self._prune_locked(self._clock())
+            deleted = set(self._deleted)
+            if (not self._recent and not deleted) or len(vectors) == 0:
+                return [row[:limit] for row in ids], sims[:, :limit]
             recent_ids = list(self._recent)
-            matrix = np.stack([v for _, v in self._recent.values()])
-        recent_sims = np.asarray(vectors, dtype=np.float32) @ matrix.T
+            matrix = np.stack([v for _, v in self._recent.values()]) if self._recent else None
+        recent_sims = (np.asarray(vectors, dtype=np.float32) @ matrix.T if matrix is not None
+                       else np.zeros((len(vectors), 0), dtype=np.float32))
         merged_ids: list[list[str]] = []
         merged = np.full((len(vectors), limit), -np.inf, dtype=np.float32)
         for q, (row_ids, row_recent) in enumerate(zip(ids, recent_sims, strict=True)):
-            best: dict[str, float] = {hid: float(s) for hid, s in zip(row_ids, sims[q], strict=False)}
+            best: dict[str, float] = {
+                hid: float(s) for hid, s in zip(row_ids, sims[q], strict=False) if hid not in deleted
+            }
             top = np.argsort(-row_recent)[:limit]
             for j in top.tolist():
                 best[recent_ids[j]] = float(row_recent[j])  # the overlay's copy is this process's latest write
