@@ -62,7 +62,7 @@ deploy-tools:
 setup: venv kafka-jars deploy-tools
 
 test: setup lint-imports
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)  # the slowest tests, to keep the suite under its 25 min
 
 # The layers of streamer/ (docs/design.md): contracts in pyproject.toml [tool.importlinter].
 lint-imports: venv
