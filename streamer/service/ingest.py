@@ -62,6 +62,7 @@ from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Health, Metrics
 from streamer.service.concurrency import BlockingRunner
 from streamer.service.lag import report_lag
+from streamer.service.leadership import with_epoch
 from streamer.service.placement import ArrivalPlacement
 from streamer.service.retry import Retrier, ShutdownRequested
 from streamer.service.snapshots import STATE_ID_COUNTER_KEY, SnapshotHolder
@@ -355,10 +356,8 @@ class IngestPipeline:
         with self._metrics.timed("assign"):
             epoch = self._leader_epoch()  # read with no await before the placement that may mint under it
             events, moved, started = self._placement.place(headlines, found, sims)
-            if epoch is not None and (moved or started):
-                stamp = {"leader_epoch": epoch}
-                moved = [e.model_copy(update=stamp) for e in moved]
-                started = [e.model_copy(update=stamp) for e in started]
+            if epoch is not None:
+                moved, started = with_epoch(moved, epoch), with_epoch(started, epoch)
         # 6. publish
         with self._metrics.timed("produce"):
             if started and self._registry is not None:

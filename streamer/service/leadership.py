@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from streamer.domain.events import AssignmentEvent, ClusterEvent
 from streamer.observability.logs import get_logger
 
-__all__ = ["Claim", "Deposed", "Leadership", "LEADER_KEY", "encode_claim", "decode_claim"]
+__all__ = ["Claim", "Deposed", "Leadership", "LEADER_KEY", "encode_claim", "decode_claim", "with_epoch"]
 
 log = get_logger(__name__)
 
@@ -149,3 +150,11 @@ class Leadership:
         """Raise :class:`Deposed` unless this instance still leads under ``epoch``."""
         if self.epoch != epoch or not self.holds():
             raise Deposed(f"leadership of epoch {epoch} is gone (claimed {self.epoch}, newest seen {self.newest_seen})")
+
+
+_Event = TypeVar("_Event", AssignmentEvent, ClusterEvent)
+
+
+def with_epoch(events: Iterable[_Event], epoch: int) -> list[_Event]:
+    """Copies of ``events`` carrying the leader's ``epoch``, by which downstream fences a deposed leader's."""
+    return [e.model_copy(update={"leader_epoch": epoch}) for e in events]

@@ -59,6 +59,7 @@ from streamer.service.leadership import (
     Deposed,
     Leadership,
     encode_claim,
+    with_epoch,
 )
 from streamer.service.recluster_state import registry_record, restore_state
 from streamer.service.retry import Retrier, ShutdownRequested
@@ -295,9 +296,8 @@ class Reclusterer:
         )
         phase("track")
         live = LiveSnapshot(computed.snapshot, tracking.stable_ids)
-        stamp = {"leader_epoch": epoch}
-        cluster_events = [e.model_copy(update=stamp) for e in tracking.events]
-        assignments = [e.model_copy(update=stamp) for e in self._changed_assignments(computed, live)]
+        cluster_events = with_epoch(tracking.events, epoch)
+        assignments = with_epoch(self._changed_assignments(computed, live), epoch)
         self.leadership.check(epoch)
         await self.persist(retrier, live, epoch, cluster_events, assignments)
         phase("persist")

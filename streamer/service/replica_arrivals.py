@@ -31,7 +31,7 @@ from streamer.domain.ports import (
 )
 from streamer.observability.logs import get_logger
 from streamer.observability.metrics import Metrics
-from streamer.service.leadership import Deposed, Leadership
+from streamer.service.leadership import Deposed, Leadership, with_epoch
 from streamer.service.placement import ArrivalPlacement
 from streamer.service.retry import Retrier, ShutdownRequested
 from streamer.service.snapshots import STATE_ID_COUNTER_KEY, SnapshotHolder
@@ -117,7 +117,6 @@ class ReplicaArrivals:
     async def _place(self, arrivals: Arrivals, published: list[int], epoch: int) -> None:
         """The leader's second look: arrivals published as noise may follow, or start, a topic."""
         events, moved, started = self._placement.place(arrivals.headlines, arrivals.neighbour_ids, arrivals.neighbour_sims)
-        stamp = {"leader_epoch": epoch}
         changes: list[AssignmentEvent] = []
         for headline, event, cluster in zip(arrivals.headlines, events, published, strict=True):
             if event.cluster_id == cluster:
@@ -131,9 +130,9 @@ class ReplicaArrivals:
                 headline=headline, cluster_id=event.cluster_id, probability=event.probability, run_id=event.run_id,
                 reason=AssignmentReason.EMERGING,
             )
-            changes.append(change.model_copy(update=stamp))
-        moved = [e.model_copy(update=stamp) for e in moved]
-        created: list[ClusterEvent] = [e.model_copy(update=stamp) for e in started]
+            changes.append(change)
+        changes, moved = with_epoch(changes, epoch), with_epoch(moved, epoch)
+        created: list[ClusterEvent] = with_epoch(started, epoch)
         if not (created or moved or changes):
             return
         self._leadership.check(epoch)
