@@ -291,17 +291,16 @@ class ReadModel:
             while (last - first) // bucket + 1 > _MAX_TIMELINE_BUCKETS:
                 bucket *= 2
             start = first - first % bucket
-            hours = topic.hours
-            if bucket == HOUR_MS:  # the default: one hourly count per bucket
-                timeline = [{"start_ms": b, "count": hours.get(b // HOUR_MS, 0)} for b in range(start, last + 1, bucket)]
-            else:
-                for begin in range(start, last + 1, bucket):
-                    if bucket % HOUR_MS == 0:  # whole hours: from the hourly counts, no bisection
-                        h0 = begin // HOUR_MS
-                        count = sum(hours.get(h, 0) for h in range(h0, h0 + bucket // HOUR_MS))
-                    else:
-                        count = self._between(topic, begin, begin + bucket)
-                    timeline.append({"start_ms": begin, "count": count})
+            hours, span = topic.hours, bucket // HOUR_MS
+            for begin in range(start, last + 1, bucket):
+                if bucket % HOUR_MS:  # not whole hours: two bisections
+                    count = self._between(topic, begin, begin + bucket)
+                elif span == 1:  # the default: the hourly count itself
+                    count = hours.get(begin // HOUR_MS, 0)
+                else:
+                    h0 = begin // HOUR_MS
+                    count = sum(hours.get(h, 0) for h in range(h0, h0 + span))
+                timeline.append({"start_ms": begin, "count": count})
         document = self._summary(topic)
         document.update(
             top_sources=topic.sources.most_common(10),
